@@ -12,6 +12,7 @@
 
 pub mod alert;
 pub mod amount;
+pub mod config_file;
 pub mod dead_letter;
 pub mod reload;
 pub mod rules;
@@ -21,8 +22,9 @@ pub mod validate;
 
 pub use alert::{Alert, Details, Rule};
 pub use amount::Amount;
+pub use config_file::ConfigError;
 pub use dead_letter::{DeadLetter, PayloadEncoding, Source};
-pub use rules::{Rules, RulesError, Severity};
+pub use rules::{Rules, Severity};
 pub use time::EventTime;
 pub use transaction::{AccountId, Channel, Currency, Transaction, TransactionType};
 pub use validate::{validate, ErrorCode, Field, Rejection};

@@ -8,11 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::config_file::{self, ConfigError};
 use crate::transaction::Currency;
 
 /// The whole rules file, as in force at one point of the stream.
@@ -167,44 +168,18 @@ impl UnusualHour {
     }
 }
 
-/// A rules file that could not be read, parsed or validated: names the file, the key and the
-/// problem, e.g. `config/alerting-rules.yaml: rules.rapid_activity.min_count: must be at least 1`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {}{problem}", file.display(), if key.is_empty() { String::new() } else { format!("{key}: ") })]
-pub struct RulesError {
-    pub file: PathBuf,
-    /// The dotted path of the offending key; empty when the file as a whole is at fault.
-    pub key: String,
-    pub problem: String,
-}
-
 impl Rules {
     /// Reads, parses and validates a rules file.
-    pub fn load(path: &Path) -> Result<Rules, RulesError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RulesError {
-            file: path.to_owned(),
-            key: String::new(),
-            problem: format!("cannot read the file: {e}"),
-        })?;
-        Rules::from_yaml(&text, path)
+    pub fn load(path: &Path) -> Result<Rules, ConfigError> {
+        Rules::from_yaml(&config_file::read(path)?, path)
     }
 
     /// Parses and validates the text of a rules file; `origin` names it in errors.
-    pub fn from_yaml(text: &str, origin: &Path) -> Result<Rules, RulesError> {
-        let error = |key: String, problem: String| RulesError {
-            file: origin.to_owned(),
-            key,
-            problem,
-        };
-        let de = serde_yaml::Deserializer::from_str(text);
-        let rules: Rules = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            error(key, e.into_inner().to_string())
-        })?;
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Rules, ConfigError> {
+        let rules: Rules = config_file::parse(text, origin)?;
         rules
             .check()
-            .map_err(|(key, problem)| error(key, problem))?;
+            .map_err(|(key, problem)| ConfigError::new(origin, key, problem))?;
         Ok(rules)
     }
 
@@ -304,7 +279,7 @@ impl fmt::Display for Severity {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Rules, RulesError> {
+    fn parse(text: &str) -> Result<Rules, ConfigError> {
         Rules::from_yaml(text, Path::new("rules.yaml"))
     }
 
