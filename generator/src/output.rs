@@ -18,6 +18,11 @@ pub trait Output {
     fn send(&mut self, key: AccountId, value: &[u8]) -> anyhow::Result<()>;
     /// Waits until everything sent is written (or delivered), then reports failures.
     fn flush(&mut self) -> anyhow::Result<()>;
+    /// Passes on what is buffered without waiting for it, so a paced run's readers see records
+    /// as they are made. Called while the run waits for its next record's time.
+    fn push(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Records that could not be delivered so far (Kafka only).
     fn failed(&self) -> u64 {
         0
@@ -36,6 +41,10 @@ impl<W: Write> Output for Lines<W> {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(self.0.flush()?)
+    }
+
+    fn push(&mut self) -> anyhow::Result<()> {
+        self.flush()
     }
 }
 

@@ -119,7 +119,9 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         if meta.label != Label::Valid {
             summary.invalid += 1;
         }
-        pacer.wait(summary.records);
+        if pacer.wait(summary.records) {
+            out.push()?;
+        }
         progress.tick(&summary, out.failed());
     }
 
@@ -148,16 +150,19 @@ impl Pacer {
         }
     }
 
-    fn wait(&mut self, n: u64) {
+    /// Sleeps until record `n + 1` is due; says whether it slept.
+    fn wait(&mut self, n: u64) -> bool {
         if self.rate == 0 {
-            return;
+            return false;
         }
         let base = *self.base.get_or_insert(n);
         let due = self.start + Duration::from_secs_f64((n - base) as f64 / self.rate as f64);
         let now = Instant::now();
         if due > now + Duration::from_micros(500) {
             std::thread::sleep(due - now);
+            return true;
         }
+        false
     }
 }
 
