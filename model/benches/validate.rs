@@ -12,7 +12,10 @@ use model::{validate, Rules};
 fn records() -> Vec<Vec<u8>> {
     let mut config = GeneratorConfig::default();
     // Padded 64 KiB records would dominate the bytes: leave that kind out of the mix.
-    config.invalid.kinds.remove(&generator::config::InvalidKind::TooLarge);
+    config
+        .invalid
+        .kinds
+        .remove(&generator::config::InvalidKind::TooLarge);
     let mut g = Generator::new(config, Some(1));
     (0..100_000)
         .map(|_| {
@@ -23,10 +26,18 @@ fn records() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn both<M: criterion::measurement::Measurement>(group: &mut BenchmarkGroup<'_, M>, records: &[Vec<u8>]) {
+fn both<M: criterion::measurement::Measurement>(
+    group: &mut BenchmarkGroup<'_, M>,
+    records: &[Vec<u8>],
+) {
     let rules = Rules::default();
     group.bench_function("validate", |b| {
-        b.iter(|| records.iter().filter(|r| validate(r, &rules).is_ok()).count())
+        b.iter(|| {
+            records
+                .iter()
+                .filter(|r| validate(r, &rules).is_ok())
+                .count()
+        })
     });
     group.bench_function("serde_json_value", |b| {
         b.iter(|| {

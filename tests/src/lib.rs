@@ -1,1 +1,176 @@
+//! Support for the workspace's end-to-end tests (in `tests/tests/`): the real binaries, a real
+//! Kafka broker started by `scripts/kafka.sh`, and helpers to create topics and read them back.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// The workspace's root directory.
+pub fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A binary of the workspace, built by the same `cargo test` run (in the same profile).
+pub fn bin(name: &str) -> Command {
+    // This test runs as target/<profile>/deps/<test>-<hash>; binaries sit in target/<profile>/.
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo test --release --workspace`",
+        path.display()
+    );
+    let mut c = Command::new(path);
+    c.current_dir(root());
+    c
+}
+
+/// The bootstrap address of a running broker: `KAFKA_BROKERS` when set, else the one
+/// `scripts/kafka.sh start` runs (started here if need be; the script is idempotent).
+pub fn brokers() -> &'static str {
+    static BROKERS: OnceLock<String> = OnceLock::new();
+    BROKERS.get_or_init(|| {
+        if let Ok(b) = std::env::var("KAFKA_BROKERS") {
+            return b;
+        }
+        let status = Command::new(root().join("scripts/kafka.sh"))
+            .arg("start")
+            .status()
+            .expect("running scripts/kafka.sh start");
+        assert!(status.success(), "scripts/kafka.sh start failed");
+        let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+        format!("127.0.0.1:{port}")
+    })
+}
+
+/// A topic name no other test run uses.
+pub fn unique_topic(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Creates `topic` with `partitions` partitions and waits until it is visible.
+pub fn create_topic(topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .expect("create_topics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+    let consumer = consumer();
+    let start = Instant::now();
+    loop {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .expect("metadata");
+        if md
+            .topics()
+            .iter()
+            .any(|t| t.partitions().len() == partitions as usize)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "topic {topic} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One record read back from a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+fn consumer() -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", "e2e-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer")
+}
+
+/// Every record in `topic` at the time of the call, in partition and offset order.
+pub fn read_all(topic: &str) -> Vec<Consumed> {
+    let consumer = consumer();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0;
+    let mut ends = std::collections::HashMap::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        assignment
+            .add_partition_offset(topic, p, Offset::Offset(low))
+            .unwrap();
+        remaining += high - low;
+        ends.insert(p, high);
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::with_capacity(remaining as usize);
+    let start = Instant::now();
+    while (out.len() as i64) < remaining {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "reading {topic} timed out"
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m.expect("consume");
+        if m.offset() < ends[&m.partition()] {
+            out.push(Consumed {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+            });
+        }
+    }
+    out.sort_by_key(|c| (c.partition, c.offset));
+    out
+}
+
+/// A scratch file holding `text`, kept alive by the returned guard.
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
