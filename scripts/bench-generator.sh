@@ -46,7 +46,7 @@ for r in $(seq 1 "$ROUNDS"); do
   # The perf tool reports its own rate on its last line: "N records sent, R records/sec ...".
   line=$(scripts/kafka.sh tool org.apache.kafka.tools.ProducerPerformance \
     --topic "bench-perf-$r-$$" --num-records "$N" --record-size "$SIZE" --throughput -1 \
-    --producer-props bootstrap.servers="$BROKERS" acks=all enable.idempotence=true \
-      linger.ms=10 batch.size=1000000 2>/dev/null | tail -n 1)
+    --bootstrap-server "$BROKERS" --command-property acks=all --command-property enable.idempotence=true \
+      --command-property linger.ms=10 --command-property batch.size=1000000 2>/dev/null | tail -n 1)
   printf '%-6s %-28s %12s\n' "$r" "kafka-producer-perf-test" "$(echo "$line" | sed -E 's/.*sent, ([0-9.]+) records\/sec.*/\1/' | cut -d. -f1)"
 done
