@@ -27,4 +27,4 @@ pub use dead_letter::{DeadLetter, PayloadEncoding, Source};
 pub use rules::{Rules, Severity};
 pub use time::EventTime;
 pub use transaction::{AccountId, Channel, Currency, Transaction, TransactionType};
-pub use validate::{validate, ErrorCode, Field, Rejection};
+pub use validate::{validate, validate_deferred, Deferred, ErrorCode, Field, Rejection};

@@ -204,6 +204,72 @@ impl std::error::Error for Rejection {}
 /// assert_eq!((bad.error, bad.field), (ErrorCode::MissingField, Some(Field::TransactionId)));
 /// ```
 pub fn validate(bytes: &[u8], rules: &Rules) -> Result<Transaction, Rejection> {
+    validate_deferred(bytes).resolve(rules)
+}
+
+/// A verdict that may still depend on the rules: everything is checked but whether the
+/// currency is one of the rules' `fx_rates_usd`.
+///
+/// The dataflow validates a record as soon as it reads it (it needs the event time to place
+/// the record in time), and learns only later which rules version is in force at that time;
+/// [`Deferred::resolve`] then finishes the verdict exactly as [`validate`] would have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deferred {
+    /// Invalid whatever the rules say.
+    Final(Rejection),
+    /// Valid, or invalid for a reason found after the currency in the contract's order, unless
+    /// the rules do not accept `currency`, which then comes first.
+    Pending {
+        currency: Currency,
+        rest: Result<Transaction, Rejection>,
+    },
+}
+
+impl Deferred {
+    /// The verdict under `rules`.
+    pub fn resolve(self, rules: &Rules) -> Result<Transaction, Rejection> {
+        match self {
+            Deferred::Final(r) => Err(r),
+            Deferred::Pending { currency, rest } => {
+                if rules.accepts(currency) {
+                    rest
+                } else {
+                    Err(Rejection::field(
+                        ErrorCode::InvalidValue,
+                        Field::Currency,
+                        format!(
+                            "currency must be one of the rules' fx_rates_usd (rules version {})",
+                            rules.version
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The event time, when the record is valid but for the currency check.
+    pub fn event_time(&self) -> Option<EventTime> {
+        match self {
+            Deferred::Pending { rest: Ok(t), .. } => Some(t.event_time),
+            _ => None,
+        }
+    }
+}
+
+/// Validates everything that does not depend on the rules; see [`Deferred`].
+pub fn validate_deferred(bytes: &[u8]) -> Deferred {
+    let slots = match check_document(bytes) {
+        Ok(s) => s,
+        Err(r) => return Deferred::Final(r),
+    };
+    match check_types(&slots).and_then(|()| check_values(&slots)) {
+        Ok((currency, rest)) => Deferred::Pending { currency, rest },
+        Err(r) => Deferred::Final(r),
+    }
+}
+
+/// Phase one: size, encoding, syntax, depth, object.
+fn check_document(bytes: &[u8]) -> Result<Slots<'_>, Rejection> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(Rejection::record(
             ErrorCode::TooLarge,
@@ -228,9 +294,7 @@ pub fn validate(bytes: &[u8], rules: &Rules) -> Result<Transaction, Rejection> {
             format!("JSON nested deeper than {MAX_DEPTH} levels"),
         ));
     }
-    let slots = parse_object(text)?;
-    check_types(&slots)?;
-    check_values(&slots, rules)
+    parse_object(text)
 }
 
 /// The raw text of each known field, indexed by `Field as usize`.
@@ -296,8 +360,11 @@ fn check_types(slots: &Slots<'_>) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Phase three: every value within its rule, in order; builds the transaction.
-fn check_values(slots: &Slots<'_>, rules: &Rules) -> Result<Transaction, Rejection> {
+/// Phase three: every value within its rule, in order. Returns the currency code (whether the
+/// rules accept it is still to check) and the verdict on the fields after it.
+type Checked = (Currency, Result<Transaction, Rejection>);
+
+fn check_values(slots: &Slots<'_>) -> Result<Checked, Rejection> {
     let invalid = |f: Field, message: Cow<'static, str>| {
         Rejection::field(ErrorCode::InvalidValue, f, message)
     };
@@ -332,18 +399,45 @@ fn check_values(slots: &Slots<'_>, rules: &Rules) -> Result<Transaction, Rejecti
     }
     let amount = Amount::parse_json_number(slots.get(Field::Amount).unwrap_or("0"))
         .map_err(|e| invalid(Field::Amount, e.to_string().into()))?;
-    let currency = Currency::parse(&required(value(Field::Currency)?))
-        .filter(|c| rules.accepts(*c))
-        .ok_or_else(|| {
-            invalid(
-                Field::Currency,
-                format!(
-                    "currency must be one of the rules' fx_rates_usd (rules version {})",
-                    rules.version
-                )
-                .into(),
-            )
-        })?;
+    // Whether the rules accept the code is decided later (`Deferred::resolve`); a string that
+    // is no currency code at all no rules can accept.
+    let currency = Currency::parse(&required(value(Field::Currency)?)).ok_or_else(|| {
+        invalid(
+            Field::Currency,
+            "currency must be one of the rules' fx_rates_usd (three upper-case letters)".into(),
+        )
+    })?;
+    let rest = check_rest(&value, &invalid).map(|rest| Transaction {
+        transaction_id,
+        account_id,
+        amount,
+        currency,
+        merchant_id: rest.merchant_id,
+        merchant_category: rest.merchant_category,
+        transaction_type: rest.transaction_type,
+        channel: rest.channel,
+        country: rest.country,
+        city: rest.city,
+        event_time: rest.event_time,
+    });
+    Ok((currency, rest))
+}
+
+/// The fields after the currency, checked in order.
+struct Rest {
+    merchant_id: String,
+    merchant_category: Option<[u8; 4]>,
+    transaction_type: TransactionType,
+    channel: Channel,
+    country: Option<[u8; 2]>,
+    city: Option<String>,
+    event_time: EventTime,
+}
+
+fn check_rest<'a>(
+    value: &dyn Fn(Field) -> Result<Option<Cow<'a, str>>, Rejection>,
+    invalid: &dyn Fn(Field, Cow<'static, str>) -> Rejection,
+) -> Result<Rest, Rejection> {
     let merchant_id = required(value(Field::MerchantId)?);
     if merchant_id.is_empty() || char_count_over(&merchant_id, 64) {
         return Err(invalid(
@@ -405,11 +499,7 @@ fn check_values(slots: &Slots<'_>, rules: &Rules) -> Result<Transaction, Rejecti
     let event_time = EventTime::parse_rfc3339(&required(value(Field::EventTime)?))
         .map_err(|e| invalid(Field::EventTime, e.to_string().into()))?;
 
-    Ok(Transaction {
-        transaction_id,
-        account_id,
-        amount,
-        currency,
+    Ok(Rest {
         merchant_id: merchant_id.into_owned(),
         merchant_category,
         transaction_type,

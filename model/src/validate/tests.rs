@@ -734,3 +734,38 @@ proptest! {
         let _ = validate(&bytes, &Rules::default());
     }
 }
+
+#[test]
+fn a_deferred_verdict_resolves_under_each_rules_version() {
+    let mut f = base();
+    f[3].1 = r#""XAU""#.into(); // currency only some rules accept
+    f[9].1 = format!("\"{}\"", "c".repeat(101)); // city invalid, after the currency
+    let record = render(&f);
+    let gold =
+        Rules::from_yaml("fx_rates_usd: {XAU: 2650}", std::path::Path::new("r.yaml")).unwrap();
+    let deferred = validate_deferred(record.as_bytes());
+    let under = |rules: &Rules| {
+        deferred
+            .clone()
+            .resolve(rules)
+            .map_err(|r| (r.error, r.field))
+    };
+    assert_eq!(
+        under(&Rules::default()),
+        Err((ErrorCode::InvalidValue, Some(Field::Currency)))
+    );
+    assert_eq!(
+        under(&gold),
+        Err((ErrorCode::InvalidValue, Some(Field::City)))
+    );
+    // An error before the currency in the order is final whatever the rules.
+    f[1].1 = r#""bad""#.into();
+    let deferred = validate_deferred(render(&f).as_bytes());
+    assert!(matches!(deferred, Deferred::Final(ref r) if r.field == Some(Field::AccountId)));
+    // A valid record carries its event time before the rules are known.
+    let ok = validate_deferred(render(&base()).as_bytes());
+    assert_eq!(
+        ok.event_time().unwrap().to_string(),
+        "2026-03-10T09:30:00.000000Z"
+    );
+}
