@@ -97,15 +97,39 @@ pub struct Generator {
     currencies: Vec<(Currency, f64)>,
     /// Cumulative invalid-kind weights, derived from `config.invalid.kinds`.
     invalid_kinds: Vec<(InvalidKind, f64)>,
+    /// This generator makes partition `.0` of `.1`: only the accounts whose index is `.0`
+    /// modulo `.1`, with a simulated clock `.1` times slower, so that the partitions together
+    /// make the configured stream.
+    partition: (u32, u32),
 }
 
 impl Generator {
     /// A generator seeded with `seed`, or from the OS's entropy (and the wall clock) without.
     pub fn new(config: GeneratorConfig, seed: Option<u64>) -> Self {
-        let rng = match seed {
+        Generator::for_partition(config, seed, 0, 1)
+    }
+
+    /// The generator of partition `partition` of `partitions`: its own accounts (those whose
+    /// index is `partition` modulo `partitions`) and its own random stream. The dataflow's
+    /// embedded source runs one per partition, so that what it generates depends on the seed
+    /// and the partition count, never on which worker runs which partition.
+    pub fn for_partition(
+        config: GeneratorConfig,
+        seed: Option<u64>,
+        partition: u32,
+        partitions: u32,
+    ) -> Self {
+        assert!(
+            partition < partitions,
+            "partition {partition} of {partitions}"
+        );
+        let mut rng = match seed {
             Some(s) => ChaCha8Rng::seed_from_u64(s),
             None => ChaCha8Rng::from_os_rng(),
         };
+        if partitions > 1 {
+            rng.set_stream(u64::from(partition) + 1);
+        }
         let mut g = Generator {
             config: GeneratorConfig::default(),
             rng,
@@ -114,6 +138,7 @@ impl Generator {
             pending: BinaryHeap::new(),
             currencies: Vec::new(),
             invalid_kinds: Vec::new(),
+            partition: (partition, partitions),
         };
         g.set_config(config);
         g
@@ -185,7 +210,8 @@ impl Generator {
     fn clock(&self) -> i64 {
         if self.seeded {
             let c = &self.config.seeded_clock;
-            let step = MICROS_PER_SECOND as u64 / u64::from(c.records_per_second).max(1);
+            let step = MICROS_PER_SECOND as u64 * u64::from(self.partition.1)
+                / u64::from(c.records_per_second).max(1);
             c.start.as_micros() + (self.count * step.max(1)) as i64
         } else {
             EventTime::now().as_micros()
@@ -193,7 +219,12 @@ impl Generator {
     }
 
     fn account(&mut self) -> AccountId {
-        let n = self.config.first_account + self.rng.random_range(0..self.config.accounts);
+        let (p, count) = self.partition;
+        let accounts = self.config.accounts;
+        // Indices p, p + count, p + 2 count, … below `accounts` (at least p itself).
+        let mine = (accounts.saturating_sub(p)).div_ceil(count).max(1);
+        let index = (self.rng.random_range(0..mine) * count + p) % accounts;
+        let n = self.config.first_account + index;
         AccountId::new(n).expect("config checks the account range")
     }
 
@@ -567,6 +598,36 @@ mod tests {
             assert!(t <= now);
             assert!((1..5).contains(&EventTime::from_micros(t).hour_utc()));
         }
+    }
+
+    #[test]
+    fn partitions_split_the_accounts() {
+        let mut seen = std::collections::HashMap::new();
+        for p in 0..4 {
+            let mut g = Generator::for_partition(GeneratorConfig::default(), Some(9), p, 4);
+            let mut buf = Vec::new();
+            for _ in 0..2000 {
+                let meta = g.next_into(&mut buf);
+                assert_eq!(
+                    (meta.key.number() - 1_000_000) % 4,
+                    p,
+                    "account of another partition"
+                );
+                seen.insert(meta.key, p);
+            }
+        }
+        assert!(seen.len() > 5000, "accounts are spread: {}", seen.len());
+        // Partition 0 of 1 is the plain generator.
+        let a = run(GeneratorConfig::default(), 7, 50);
+        let mut g = Generator::for_partition(GeneratorConfig::default(), Some(7), 0, 1);
+        let b: Vec<(Vec<u8>, Meta)> = (0..50)
+            .map(|_| {
+                let mut buf = Vec::new();
+                let m = g.next_into(&mut buf);
+                (buf, m)
+            })
+            .collect();
+        assert_eq!(a, b);
     }
 
     #[test]
