@@ -1,6 +1,18 @@
-//! The stream processor (issue 4, not built yet): a timely/differential dataflow that reads
-//! `raw-transactions`, validates each record with [`model::validate`], dead-letters the
-//! invalid ones, runs the three fraud rules and commits its output to the lakehouse when its
-//! frontier passes the end of a commit interval.
+//! The stream processor: a timely/differential dataflow that reads transactions (from Kafka,
+//! or from the generator in-process), validates them, dead-letters the invalid ones and runs
+//! the three fraud rules in event time, with results that do not depend on the number of
+//! workers or on arrival order within the allowed lateness.
+//!
+//! The graph is wired in [`graph`]; each operator has its module: [`source`], [`rules_feed`],
+//! [`judge`] (validation and the per-record rules), [`rapid_activity`]; [`emit`] is where
+//! results leave. [`rules`] holds the rules as pure functions.
 
+pub mod embedded;
+pub mod emit;
+pub mod graph;
+pub mod judge;
+pub mod metrics;
+pub mod rapid_activity;
 pub mod rules;
+pub mod rules_feed;
+pub mod source;

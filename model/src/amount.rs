@@ -13,7 +13,10 @@ use rust_decimal::Decimal;
 pub const MAX_CENTS: i64 = 100_000_000_000;
 
 /// A positive amount of money in a transaction's own currency, exact to the cent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Amount(i64);
 
 /// Why an amount was refused; the text becomes the dead letter's `message`.

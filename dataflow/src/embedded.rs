@@ -1,0 +1,92 @@
+//! The embedded source: the generator in-process, one seeded generator per partition, so a
+//! run needs no broker and gives the same records whatever the number of workers.
+
+use std::time::{Duration, Instant};
+
+use generator::{Generator, GeneratorConfig};
+
+use crate::source::{Partition, Poll, RawRecord};
+
+/// One partition of the in-process generator.
+pub struct GeneratorPartition {
+    id: i32,
+    generator: Generator,
+    /// The next offset, as if the records were in a Kafka partition.
+    offset: i64,
+    /// Records still to make; `None` for an endless stream.
+    remaining: Option<u64>,
+    /// This partition's share of the configured rate (records/s); 0 for as fast as possible.
+    rate: f64,
+    start: Instant,
+    key: String,
+}
+
+impl GeneratorPartition {
+    /// Partition `id` of `partitions`, making its share of `count` records (all, if `None`) at
+    /// its share of `rate` records per second.
+    pub fn new(
+        config: GeneratorConfig,
+        seed: u64,
+        id: i32,
+        partitions: i32,
+        count: Option<u64>,
+        rate: u64,
+    ) -> Self {
+        let share =
+            count.map(|c| c / partitions as u64 + u64::from((id as u64) < c % partitions as u64));
+        GeneratorPartition {
+            id,
+            generator: Generator::for_partition(config, Some(seed), id as u32, partitions as u32),
+            offset: 0,
+            remaining: share,
+            rate: rate as f64 / f64::from(partitions),
+            start: Instant::now(),
+            key: String::new(),
+        }
+    }
+}
+
+impl Partition for GeneratorPartition {
+    fn id(&self) -> i32 {
+        self.id
+    }
+
+    fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll {
+        let mut n = max as u64;
+        if let Some(r) = self.remaining {
+            if r == 0 {
+                return Poll::Done;
+            }
+            n = n.min(r);
+        }
+        if self.rate > 0.0 {
+            let due = (self.start.elapsed().as_secs_f64() * self.rate) as i64 - self.offset;
+            if due <= 0 {
+                return Poll::Idle;
+            }
+            n = n.min(due as u64);
+        }
+        let mut payload = Vec::with_capacity(320);
+        for _ in 0..n {
+            let meta = self.generator.next_into(&mut payload);
+            use std::fmt::Write as _;
+            self.key.clear();
+            let _ = write!(self.key, "{}", meta.key);
+            out.push(RawRecord {
+                partition: self.id,
+                offset: self.offset,
+                timestamp_ms: None,
+                key: Some(self.key.as_bytes().to_vec()),
+                payload: std::mem::replace(&mut payload, Vec::with_capacity(320)),
+            });
+            self.offset += 1;
+        }
+        if let Some(r) = self.remaining.as_mut() {
+            *r -= n;
+        }
+        Poll::Ready
+    }
+}
+
+/// Idle time that lets a paced generator partition count as idle between records.
+pub const PACED_IDLE: Duration = Duration::from_millis(200);

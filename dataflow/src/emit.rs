@@ -1,0 +1,73 @@
+//! Where the dataflow's results go: per worker, an [`Emitter`] receives every alert, dead
+//! letter and valid transaction. The terminal emitter prints alerts; tests collect everything;
+//! the Kafka and lakehouse emitters come with their issues.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use model::{Alert, DeadLetter};
+
+use crate::judge::Valid;
+
+/// The outputs of one worker.
+pub trait Emitter {
+    fn alert(&mut self, alert: &Alert);
+    fn dead_letter(&mut self, dead: &DeadLetter, key: Option<&[u8]>);
+    fn transaction(&mut self, valid: &Valid);
+    /// Called when a worker has nothing more to do for now.
+    fn flush(&mut self) {}
+}
+
+/// Prints each alert as a JSON line on stdout (dead letters and transactions are only counted,
+/// by the progress line).
+pub struct Terminal {
+    out: std::io::BufWriter<std::io::Stdout>,
+}
+
+impl Terminal {
+    pub fn new() -> Self {
+        Terminal {
+            out: std::io::BufWriter::new(std::io::stdout()),
+        }
+    }
+}
+
+impl Default for Terminal {
+    fn default() -> Self {
+        Terminal::new()
+    }
+}
+
+impl Emitter for Terminal {
+    fn alert(&mut self, alert: &Alert) {
+        let _ = writeln!(self.out, "{}", alert.to_json());
+    }
+    fn dead_letter(&mut self, _: &DeadLetter, _: Option<&[u8]>) {}
+    fn transaction(&mut self, _: &Valid) {}
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+/// Everything every worker emitted, for tests.
+#[derive(Clone, Default)]
+pub struct Collected {
+    pub alerts: Arc<Mutex<Vec<Alert>>>,
+    pub dead_letters: Arc<Mutex<Vec<(DeadLetter, Option<Vec<u8>>)>>>,
+    pub transactions: Arc<Mutex<Vec<Valid>>>,
+}
+
+impl Emitter for Collected {
+    fn alert(&mut self, alert: &Alert) {
+        self.alerts.lock().unwrap().push(alert.clone());
+    }
+    fn dead_letter(&mut self, dead: &DeadLetter, key: Option<&[u8]>) {
+        self.dead_letters
+            .lock()
+            .unwrap()
+            .push((dead.clone(), key.map(<[u8]>::to_vec)));
+    }
+    fn transaction(&mut self, valid: &Valid) {
+        self.transactions.lock().unwrap().push(valid.clone());
+    }
+}

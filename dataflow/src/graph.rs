@@ -1,0 +1,144 @@
+//! The whole dataflow, wired in one place:
+//!
+//! ```text
+//! source ──> judge ──┬──> valid transactions ──> rapid_activity ──> alerts
+//!              ▲     ├──> alerts (high_value, unusual_hour)
+//! rules_feed ──┘     └──> dead letters
+//! ```
+//!
+//! and [`run`], which starts the workers (threads and processes) and drives them to the end.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::Concat;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::Probe;
+use timely::dataflow::Scope;
+
+use crate::emit::Emitter;
+use crate::judge::{judge, Verdict};
+use crate::metrics::Metrics;
+use crate::rapid_activity::rapid_activity;
+use crate::rules_feed::{rules_feed, RulesVersion};
+use crate::source::{source, Partition as InputPartition, SourceConfig};
+
+/// What every worker needs to build its part of the dataflow.
+#[derive(Clone)]
+pub struct Settings {
+    /// The input topic's name (for dead letters' `source.topic`).
+    pub topic: String,
+    /// The rules in force at start.
+    pub rules: RulesVersion,
+    /// The rules file to watch, if any (worker 0 watches it).
+    pub rules_path: Option<PathBuf>,
+    pub source: SourceConfig,
+}
+
+/// Builds the dataflow of one worker. Returns a probe whose frontier is empty once everything
+/// is done.
+pub fn build<'scope>(
+    scope: Scope<'scope, u64>,
+    settings: &Settings,
+    partitions: Vec<Box<dyn InputPartition>>,
+    emitter: Rc<RefCell<dyn Emitter>>,
+    metrics: Arc<Metrics>,
+) -> ProbeHandle<u64> {
+    let arrivals_probe = ProbeHandle::new();
+    let done = ProbeHandle::new();
+
+    let arrivals = source(scope, partitions, settings.source.clone()).probe_with(&arrivals_probe);
+    let versions = rules_feed(
+        scope,
+        settings.rules.clone(),
+        settings.rules_path.clone(),
+        arrivals_probe,
+        settings.source.lateness,
+    )
+    .broadcast();
+    let verdicts = judge(
+        arrivals,
+        versions,
+        Rc::from(settings.topic.as_str()),
+        metrics.clone(),
+    );
+
+    let mut parts = verdicts.partition(3, |v: Verdict| match v {
+        Verdict::Valid(v) => (0, Verdict::Valid(v)),
+        Verdict::Alert(a) => (1, Verdict::Alert(a)),
+        Verdict::Dead(d, k) => (2, Verdict::Dead(d, k)),
+    });
+    let dead = parts.pop().expect("3 parts");
+    let per_record_alerts = parts.pop().expect("3 parts");
+    let valid = parts.pop().expect("3 parts").flat_map(|v| match v {
+        Verdict::Valid(v) => Some(v),
+        _ => None,
+    });
+    let windowed_alerts = rapid_activity(valid.clone(), metrics).map(Verdict::Alert);
+
+    // One sink per worker for everything that leaves the dataflow.
+    valid
+        .map(Verdict::Valid)
+        .concat(per_record_alerts)
+        .concat(windowed_alerts)
+        .concat(dead)
+        .probe_with(&done)
+        .sink(Pipeline, "Emit", move |(input, _frontier)| {
+            let mut out = emitter.borrow_mut();
+            input.for_each(|_cap, data| {
+                for v in data.drain(..) {
+                    match v {
+                        Verdict::Valid(v) => out.transaction(&v),
+                        Verdict::Alert(a) => out.alert(&a),
+                        Verdict::Dead(d, k) => out.dead_letter(&d, k.as_deref()),
+                    }
+                }
+            });
+            out.flush();
+        });
+    done
+}
+
+/// Runs the dataflow on `config`'s workers until the input ends or `stop` is set.
+/// `partitions(index, peers)` opens the partitions worker `index` reads; `emitter(index)`
+/// makes its outputs.
+pub fn run<P, E>(
+    config: timely::Config,
+    settings: Settings,
+    partitions: P,
+    emitter: E,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String>
+where
+    P: Fn(usize, usize) -> Vec<Box<dyn InputPartition>> + Send + Sync + 'static,
+    E: Fn(usize) -> Rc<RefCell<dyn Emitter>> + Send + Sync + 'static,
+{
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let parts = partitions(index, peers);
+        let out = emitter(index);
+        let metrics = metrics.clone();
+        let done =
+            worker.dataflow::<u64, _, _>(|scope| build(scope, &settings, parts, out, metrics));
+        while !done.done() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            worker.step_or_park(Some(Duration::from_millis(10)));
+        }
+    })?;
+    guards
+        .join()
+        .into_iter()
+        .collect::<Result<Vec<()>, String>>()?;
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! `source`: reads the input partitions assigned to this worker and places each record in
+//! event time.
+//!
+//! Partitions are spread over all workers of all processes by number (`partition % peers ==
+//! worker`), deterministically, with no consumer-group rebalancing inside a job. Each record is
+//! validated as far as the rules allow ([`model::validate_deferred`]) so that its event time is
+//! known, and is sent at that time. The worker's capability is its watermark: the least, over
+//! its partitions that are not idle, of the largest event time read minus the allowed
+//! lateness. A record older than that is *late*: it is sent at the watermark instead, marked.
+//! The frontier downstream is the least of all workers' watermarks: the contract's watermark.
+//!
+//! The dataflow's time is event time in microseconds rounded down to a [`GRANULE`]: one
+//! timestamp per record would cost timely a message per record, while a millisecond batches a
+//! few hundred records at the rates this pipeline runs at. Exact event times travel in the
+//! data, and every rule compares those.
+
+use std::time::Duration;
+
+use model::{validate_deferred, Deferred};
+use timely::dataflow::operators::generic::operator::source as timely_source;
+use timely::dataflow::{Scope, Stream};
+
+/// The resolution of the dataflow's timestamps, in microseconds of event time.
+pub const GRANULE: u64 = 1000;
+
+/// The dataflow time of an event time (µs since the epoch).
+pub fn granule(micros: u64) -> u64 {
+    micros - micros % GRANULE
+}
+
+/// A record as read from an input partition.
+#[derive(Clone, Debug)]
+pub struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    /// The Kafka record's timestamp, when it has one.
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// A record on its way through the dataflow, validated as far as the rules allow.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub raw: RawRecord,
+    pub verdict: Deferred,
+    /// Older than the watermark when read: stored and checked per record, but not counted in
+    /// rapid_activity's windows.
+    pub late: bool,
+}
+
+/// What a partition reader has to say after a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// It returned records and may have more right away.
+    Ready,
+    /// It is caught up: nothing to read now.
+    Idle,
+    /// It has reached the end of a bounded input and will never have more.
+    Done,
+}
+
+/// One input partition: Kafka's, or the in-process generator's.
+pub trait Partition {
+    fn id(&self) -> i32;
+    /// Appends up to `max` records to `out`.
+    fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll;
+}
+
+/// Which of `partitions` partitions worker `index` of `peers` reads.
+pub fn assigned(partitions: i32, index: usize, peers: usize) -> impl Iterator<Item = i32> {
+    (0..partitions).filter(move |p| *p as usize % peers == index)
+}
+
+/// How a partition counts towards the watermark.
+struct Tracked {
+    reader: Box<dyn Partition>,
+    /// The largest event time read so far, in microseconds.
+    max_seen: Option<u64>,
+    /// When the reader last had nothing to read, if it has had nothing since: a partition that
+    /// is caught up and has been quiet for `idle_after` no longer holds the watermark back.
+    quiet_since: Option<std::time::Instant>,
+    done: bool,
+}
+
+/// Settings of the source operator.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// `allowed_lateness_seconds`, in microseconds.
+    pub lateness: u64,
+    /// How long a caught-up partition must stay quiet before it stops holding the watermark.
+    pub idle_after: Duration,
+    /// Records read per partition per activation, so that one busy partition cannot starve the
+    /// rest of the dataflow.
+    pub batch: usize,
+}
+
+/// The source operator: reads `partitions` (this worker's) into a stream of arrivals in event
+/// time. Ends (drops its capability) when every partition is done.
+pub fn source<'scope>(
+    scope: Scope<'scope, u64>,
+    partitions: Vec<Box<dyn Partition>>,
+    config: SourceConfig,
+) -> Stream<'scope, u64, Vec<Arrival>> {
+    timely_source(scope, "Source", move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut capability = Some(capability);
+        let mut partitions: Vec<Tracked> = partitions
+            .into_iter()
+            .map(|reader| Tracked {
+                reader,
+                max_seen: None,
+                quiet_since: None,
+                done: false,
+            })
+            .collect();
+        let mut buffer = Vec::with_capacity(config.batch);
+        let mut timed: Vec<(u64, Arrival)> = Vec::with_capacity(config.batch);
+        // The exact watermark; the capability holds its granule.
+        let mut watermark = 0u64;
+
+        move |output| {
+            let Some(cap) = capability.as_mut() else {
+                return;
+            };
+            let mut any_ready = false;
+            for part in partitions.iter_mut().filter(|p| !p.done) {
+                buffer.clear();
+                match part.reader.poll(config.batch, &mut buffer) {
+                    Poll::Ready => {
+                        any_ready = true;
+                        part.quiet_since = None;
+                    }
+                    Poll::Idle => {
+                        part.quiet_since.get_or_insert_with(std::time::Instant::now);
+                    }
+                    Poll::Done => part.done = true,
+                }
+                for raw in buffer.drain(..) {
+                    let verdict = validate_deferred(&raw.payload);
+                    let time = verdict.event_time().map(|t| t.as_micros().max(0) as u64);
+                    if let Some(t) = time {
+                        part.max_seen = Some(part.max_seen.map_or(t, |m| m.max(t)));
+                    }
+                    // Invalid records have no event time: they go out at the watermark.
+                    let late = time.is_some_and(|t| t < watermark);
+                    let at = granule(time.unwrap_or(watermark)).max(*cap.time());
+                    timed.push((at, Arrival { raw, verdict, late }));
+                }
+            }
+            // One session per timestamp: sort the batch by time (stable, so each partition's
+            // records keep their order) and send each run under its own capability.
+            timed.sort_by_key(|(t, _)| *t);
+            let mut runs = timed.drain(..).peekable();
+            while let Some((t, first)) = runs.next() {
+                let at = cap.delayed(&t);
+                let mut session = output.session(&at);
+                session.give(first);
+                while let Some((_, a)) = runs.next_if(|(u, _)| *u == t) {
+                    session.give(a);
+                }
+            }
+
+            // The watermark: over partitions that are not done and not idle, the least of the
+            // largest event time read minus the lateness. A partition that has read nothing
+            // yet holds it where it is.
+            if partitions.iter().all(|p| p.done) {
+                capability = None;
+                return;
+            }
+            let holding = partitions.iter().filter(|p| {
+                !p.done
+                    && p.quiet_since
+                        .is_none_or(|q| q.elapsed() < config.idle_after)
+            });
+            let mut least = None::<u64>;
+            let mut blocked = false;
+            for p in holding {
+                match p.max_seen {
+                    Some(m) => {
+                        let w = m.saturating_sub(config.lateness);
+                        least = Some(least.map_or(w, |x| x.min(w)));
+                    }
+                    None => blocked = true,
+                }
+            }
+            if let (Some(w), false) = (least, blocked) {
+                if w > watermark {
+                    watermark = w;
+                    if granule(w) > *cap.time() {
+                        cap.downgrade(&granule(w));
+                    }
+                }
+            }
+            if any_ready {
+                activator.activate();
+            } else {
+                activator.activate_after(Duration::from_millis(1));
+            }
+        }
+    })
+}
+
+/// A partition read from memory, in the given order: for tests and replays.
+pub struct Replay {
+    id: i32,
+    records: std::collections::VecDeque<RawRecord>,
+}
+
+impl Replay {
+    /// Partition `id` holding `payloads` (keyed by `keys`) at offsets 0, 1, …
+    pub fn new(id: i32, records: impl IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>)>) -> Self {
+        let records = records
+            .into_iter()
+            .enumerate()
+            .map(|(offset, (key, payload))| RawRecord {
+                partition: id,
+                offset: offset as i64,
+                timestamp_ms: None,
+                key,
+                payload,
+            })
+            .collect();
+        Replay { id, records }
+    }
+}
+
+impl Partition for Replay {
+    fn id(&self) -> i32 {
+        self.id
+    }
+
+    fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll {
+        let n = max.min(self.records.len());
+        out.extend(self.records.drain(..n));
+        if self.records.is_empty() {
+            Poll::Done
+        } else {
+            Poll::Ready
+        }
+    }
+}
