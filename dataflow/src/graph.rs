@@ -54,13 +54,15 @@ pub fn build<'scope>(
     let arrivals_probe = ProbeHandle::new();
     let done = ProbeHandle::new();
 
-    let arrivals = source(scope, partitions, settings.source.clone()).probe_with(&arrivals_probe);
+    let arrivals = source(scope, partitions, settings.source.clone(), metrics.clone())
+        .probe_with(&arrivals_probe);
     let versions = rules_feed(
         scope,
         settings.rules.clone(),
         settings.rules_path.clone(),
         arrivals_probe,
         settings.source.lateness,
+        metrics.clone(),
     )
     .broadcast();
     let verdicts = judge(
@@ -70,22 +72,23 @@ pub fn build<'scope>(
         metrics.clone(),
     );
 
-    let mut parts = verdicts.partition(3, |v: Verdict| match v {
+    let mut parts = verdicts.partition(4, |v: Verdict| match v {
         Verdict::Valid(v) => (0, Verdict::Valid(v)),
         Verdict::Alert(a) => (1, Verdict::Alert(a)),
         Verdict::Dead(d, k) => (2, Verdict::Dead(d, k)),
+        Verdict::Window(k, w) => (3, Verdict::Window(k, w)),
     });
-    let dead = parts.pop().expect("3 parts");
-    let per_record_alerts = parts.pop().expect("3 parts");
-    let valid = parts.pop().expect("3 parts").flat_map(|v| match v {
-        Verdict::Valid(v) => Some(v),
+    let windows = parts.pop().expect("4 parts").flat_map(|v| match v {
+        Verdict::Window(k, w) => Some((k, w)),
         _ => None,
     });
-    let windowed_alerts = rapid_activity(valid.clone(), metrics).map(Verdict::Alert);
+    let dead = parts.pop().expect("4 parts");
+    let per_record_alerts = parts.pop().expect("4 parts");
+    let valid = parts.pop().expect("4 parts");
+    let windowed_alerts = rapid_activity(windows, metrics).map(Verdict::Alert);
 
     // One sink per worker for everything that leaves the dataflow.
     valid
-        .map(Verdict::Valid)
         .concat(per_record_alerts)
         .concat(windowed_alerts)
         .concat(dead)
@@ -98,6 +101,7 @@ pub fn build<'scope>(
                         Verdict::Valid(v) => out.transaction(&v),
                         Verdict::Alert(a) => out.alert(&a),
                         Verdict::Dead(d, k) => out.dead_letter(&d, k.as_deref()),
+                        Verdict::Window(..) => {}
                     }
                 }
             });

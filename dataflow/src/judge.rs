@@ -49,6 +49,10 @@ pub struct Valid {
 #[derive(Clone, Debug)]
 pub enum Verdict {
     Valid(Valid),
+    /// A valid transaction's entry in its account's rapid_activity window (not for late
+    /// transactions, nor when the rule is disabled): a few bytes, where the whole transaction
+    /// would be copied for a second consumer.
+    Window(u32, crate::rapid_activity::Windowed),
     /// An invalid record and its Kafka key, unchanged.
     Dead(DeadLetter, Option<Vec<u8>>),
     Alert(Alert),
@@ -183,7 +187,7 @@ fn judge_one(
                 }
             }
             let r = &rules.rules.rapid_activity;
-            out(Verdict::Valid(Valid {
+            let valid = Valid {
                 txn,
                 partition: raw.partition,
                 offset: raw.offset,
@@ -194,7 +198,11 @@ fn judge_one(
                     window_seconds: r.window_seconds,
                     severity: r.severity,
                 }),
-            }));
+            };
+            if let Some((account, w)) = crate::rapid_activity::Windowed::entry(&valid) {
+                out(Verdict::Window(account, w));
+            }
+            out(Verdict::Valid(valid));
         }
     }
 }

@@ -1,18 +1,266 @@
-//! `dataflow`: the stream processor. Only `--help` works until issue 4 lands.
+//! `dataflow`: the stream processor. Thin: flags in, [`dataflow::graph::run`] out.
 
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
 use clap::Parser;
+use dataflow::embedded::GeneratorPartition;
+use dataflow::emit::{Emitter, Terminal};
+use dataflow::graph::{run, Settings};
+use dataflow::metrics::{Metrics, Reporter};
+use dataflow::rules_feed::RulesVersion;
+use dataflow::source::{assigned, Partition, SourceConfig};
+use generator::GeneratorConfig;
+use model::Rules;
 
-/// The stream processor: Kafka raw-transactions -> validation, dead letters, fraud rules
-/// (high_value, rapid_activity, unusual_hour) -> Kafka alerts and the Iceberg lakehouse.
+/// The stream processor: validates card transactions, dead-letters the invalid ones and
+/// raises fraud alerts (high_value, rapid_activity, unusual_hour) in event time.
 ///
-/// NOT BUILT YET: this binary is a placeholder. The record model and validation it will run
-/// are in the `model` crate; `generator` already produces its input.
+/// Without --brokers it runs the embedded default: the generator in-process as its source
+/// (seeded, deterministic), alerts as JSON lines on stdout and a progress line on stderr:
+///
+///   dataflow                                  # runs until Ctrl-C, at the generator's rate
+///   dataflow --rate 0 --count 5000000 -w 2    # as fast as possible, then stop
+///
+/// The rules file is hot-reloaded: edit it while this runs.
+///
+/// A job can span processes (timely's cluster): start each with the same -n and --hostfile
+/// and its own -p, e.g. on one machine:
+///   dataflow -w 2 -n 2 -p 0 --hostfile hosts.txt & dataflow -w 2 -n 2 -p 1 --hostfile hosts.txt
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
-struct Args {}
+struct Args {
+    /// Worker threads per process [default: the number of CPUs]
+    #[arg(short = 'w', long)]
+    workers: Option<usize>,
 
-fn main() {
-    Args::parse();
-    eprintln!("dataflow: not built yet (issue 4); see README.md for what works today");
-    std::process::exit(2);
+    /// Processes in the job (timely cluster).
+    #[arg(short = 'n', long, default_value_t = 1)]
+    processes: usize,
+
+    /// This process's index, 0 to processes - 1.
+    #[arg(short = 'p', long, default_value_t = 0)]
+    process: usize,
+
+    /// A file of host:port lines, one per process, in process order [default: localhost from
+    /// port 2101]
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+
+    /// Kafka bootstrap servers. Without them, the embedded generator is the source.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    brokers: Option<String>,
+
+    /// The input topic (also named in dead letters' `source`).
+    #[arg(long, default_value = "raw-transactions")]
+    input_topic: String,
+
+    /// The rules file, hot-reloaded.
+    #[arg(long, env = "RULES_FILE", default_value = "config/alerting-rules.yaml")]
+    rules: PathBuf,
+
+    /// Stop after everything in the input at start has been processed and emitted (embedded:
+    /// after --count records).
+    #[arg(long)]
+    until_caught_up: bool,
+
+    /// Embedded source: the seed of the in-process generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+
+    /// Embedded source: records to generate in all [default: no end]
+    #[arg(long)]
+    count: Option<u64>,
+
+    /// Embedded source: records per second in all; 0 = as fast as possible [default: the
+    /// generator config's rate]
+    #[arg(long)]
+    rate: Option<u64>,
+
+    /// Embedded source: how many partitions the generated stream has (the result depends on
+    /// this, never on the number of workers).
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+
+    /// Embedded source: the generator's config file (optional).
+    #[arg(
+        long,
+        env = "GENERATOR_CONFIG",
+        default_value = "config/generator.yaml"
+    )]
+    generator_config: PathBuf,
+
+    /// Do not print alerts on stdout (the progress line stays).
+    #[arg(long)]
+    quiet: bool,
+
+    /// Seconds between progress lines on stderr; 0 for none.
+    #[arg(long, default_value_t = 2)]
+    progress: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+
+    let rules_text = model::config_file::read(&args.rules)?;
+    let rules = Rules::from_yaml(&rules_text, &args.rules)?;
+    let lateness = u64::from(rules.allowed_lateness_seconds) * 1_000_000;
+    let settings = Settings {
+        topic: args.input_topic.clone(),
+        rules: RulesVersion {
+            version: rules.version,
+            origin: args.rules.display().to_string(),
+            text: rules_text,
+        },
+        rules_path: Some(args.rules.clone()),
+        source: SourceConfig {
+            lateness,
+            idle_after: Duration::from_secs(1),
+            batch: 1024,
+        },
+    };
+
+    if args.brokers.is_some() {
+        bail!("reading from Kafka is not built yet (issue 4 in progress): run without --brokers for the embedded source");
+    }
+    if args.until_caught_up && args.count.is_none() {
+        bail!("--until-caught-up with the embedded source needs --count: an endless generator is never caught up");
+    }
+    let generator_config = if args.generator_config.exists() {
+        GeneratorConfig::load(&args.generator_config)?
+    } else {
+        GeneratorConfig::default()
+    };
+    let rate = args.rate.unwrap_or(generator_config.rate);
+    let (seed, count, partitions) = (args.seed, args.count, args.partitions);
+    if partitions < 1 {
+        bail!("--partitions must be at least 1");
+    }
+
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let config = timely_config(
+        workers,
+        args.processes,
+        args.process,
+        args.hostfile.as_deref(),
+    )?;
+
+    let metrics = Arc::new(Metrics::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    ctrlc::set_handler(move || on_signal.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    let reporter = (args.progress > 0)
+        .then(|| Reporter::start(metrics.clone(), Duration::from_secs(args.progress)));
+    let quiet = args.quiet;
+    let started = std::time::Instant::now();
+
+    tracing::info!(
+        "embedded source: {partitions} partitions, seed {seed}, {} records, {}; {workers} workers",
+        count.map_or("endless".to_string(), |c| c.to_string()),
+        if rate == 0 {
+            "as fast as possible".to_string()
+        } else {
+            format!("{rate} records/s")
+        },
+    );
+    run(
+        config,
+        settings,
+        move |index, peers| {
+            assigned(partitions, index, peers)
+                .map(|p| {
+                    Box::new(GeneratorPartition::new(
+                        generator_config.clone(),
+                        seed,
+                        p,
+                        partitions,
+                        count,
+                        rate,
+                    )) as Box<dyn Partition>
+                })
+                .collect()
+        },
+        move |_| {
+            if quiet {
+                Rc::new(RefCell::new(Quiet)) as Rc<RefCell<dyn Emitter>>
+            } else {
+                Rc::new(RefCell::new(Terminal::new())) as Rc<RefCell<dyn Emitter>>
+            }
+        },
+        metrics.clone(),
+        stop,
+    )
+    .map_err(|e| anyhow::anyhow!("the dataflow failed: {e}"))?;
+    drop(reporter);
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("{}", metrics.line(Some(metrics.read.get() as f64 / secs)));
+    eprintln!("dataflow: done in {secs:.1} s");
+    Ok(())
+}
+
+/// An emitter that drops everything (the progress line still counts it).
+struct Quiet;
+
+impl Emitter for Quiet {
+    fn alert(&mut self, _: &model::Alert) {}
+    fn dead_letter(&mut self, _: &model::DeadLetter, _: Option<&[u8]>) {}
+    fn transaction(&mut self, _: &dataflow::judge::Valid) {}
+}
+
+/// Timely's configuration from our flags (clap owns `-h`, so the host file is `--hostfile`).
+fn timely_config(
+    workers: usize,
+    processes: usize,
+    process: usize,
+    hostfile: Option<&std::path::Path>,
+) -> anyhow::Result<timely::Config> {
+    if workers == 0 || processes == 0 || process >= processes {
+        bail!("need --workers >= 1, --processes >= 1 and --process < --processes");
+    }
+    if processes == 1 {
+        return Ok(timely::Config::process(workers));
+    }
+    let addresses = match hostfile {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the host file {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>(),
+        None => (0..processes)
+            .map(|i| format!("localhost:{}", 2101 + i))
+            .collect(),
+    };
+    if addresses.len() != processes {
+        bail!(
+            "the host file lists {} hosts for {processes} processes",
+            addresses.len()
+        );
+    }
+    Ok(timely::Config {
+        communication: timely::CommunicationConfig::Cluster {
+            threads: workers,
+            process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        },
+        worker: timely::WorkerConfig::default(),
+    })
 }

@@ -12,8 +12,13 @@
 use differential_dataflow::collection::AsCollection;
 use model::time::MICROS_PER_SECOND;
 use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 use uuid::Uuid;
 
@@ -38,36 +43,32 @@ pub struct Windowed {
 /// A transaction's verdict at some time: its count, and the window's ids when it alerts.
 type Counted = (Windowed, u32, Vec<Uuid>);
 
-/// Alerts of the rapid_activity rule from the stream of valid transactions.
-pub fn rapid_activity<'scope>(
-    valid: Stream<'scope, u64, Vec<Valid>>,
-    metrics: Arc<Metrics>,
-) -> Stream<'scope, u64, Vec<Alert>> {
-    valid
-        .flat_map(|v: Valid| {
-            let params = v.rapid.filter(|_| !v.late)?;
-            let t = &v.txn;
-            let e = t.event_time.as_micros();
-            let w = Windowed {
-                event_time: e,
+impl Windowed {
+    /// What the window keeps of a valid transaction, keyed by account number; `None` for a
+    /// late transaction or when the rule is disabled.
+    pub fn entry(v: &Valid) -> Option<(u32, Windowed)> {
+        let params = v.rapid.filter(|_| !v.late)?;
+        let t = &v.txn;
+        Some((
+            t.account_id.number(),
+            Windowed {
+                event_time: t.event_time.as_micros(),
                 transaction_id: t.transaction_id,
                 amount: t.amount,
                 currency: t.currency,
                 rules_version: v.rules_version,
                 params,
-            };
-            let enter = granule(e as u64);
-            // Strictly after the granule of the window's end, so that every transaction whose
-            // window still reaches back to this one is judged while it is there.
-            let window = u64::from(params.window_seconds) * MICROS_PER_SECOND as u64;
-            let leave = granule(e as u64 + window) + GRANULE;
-            let key = t.account_id.number();
-            Some([
-                ((key, w.clone()), enter, 1isize),
-                ((key, w), leave, -1isize),
-            ])
-        })
-        .flat_map(|x| x)
+            },
+        ))
+    }
+}
+
+/// Alerts of the rapid_activity rule from the window entries of valid transactions.
+pub fn rapid_activity<'scope>(
+    entries: Stream<'scope, u64, Vec<(u32, Windowed)>>,
+    metrics: Arc<Metrics>,
+) -> Stream<'scope, u64, Vec<Alert>> {
+    window_updates(entries)
         .as_collection()
         .reduce(count_windows)
         .inner
@@ -82,6 +83,68 @@ pub fn rapid_activity<'scope>(
                 })
             },
         )
+}
+
+/// Each entry as two updates of its account's collection: `+1` at its time and `-1` once its
+/// window has passed. The retractions are held here and sent only when the frontier reaches
+/// their time: handed to differential at once, a minute of future updates would sit in its
+/// batcher and be merged again at every step of the frontier.
+fn window_updates<'scope>(
+    entries: Stream<'scope, u64, Vec<(u32, Windowed)>>,
+) -> Stream<'scope, u64, Vec<((u32, Windowed), u64, isize)>> {
+    entries.unary_frontier(Pipeline, "WindowUpdates", |_cap, _info| {
+        // Retractions by the time they are due.
+        let mut pending: BTreeMap<u64, Vec<(u32, Windowed)>> = BTreeMap::new();
+        // A capability at or before the earliest pending retraction.
+        let mut held: Option<Capability<u64>> = None;
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                let Some(cap) = cap.retain_least(0) else {
+                    return;
+                };
+                let now = *cap.time();
+                let mut session = output.session(&cap);
+                for (key, w) in data.drain(..) {
+                    let window = u64::from(w.params.window_seconds) * MICROS_PER_SECOND as u64;
+                    // Strictly after the granule of the window's end, so that every
+                    // transaction whose window still reaches back to this one is judged while
+                    // it is there.
+                    let leave = granule(w.event_time as u64 + window) + GRANULE;
+                    pending.entry(leave).or_default().push((key, w.clone()));
+                    session.give(((key, w), now, 1isize));
+                }
+                drop(session);
+                if held.as_ref().is_none_or(|h| *h.time() > now) {
+                    held = Some(cap);
+                }
+            });
+            let frontier = frontier.frontier();
+            if frontier.is_empty() {
+                // The input has ended: no later transaction can need these windows.
+                pending.clear();
+            }
+            while let Some((&due, _)) = pending.first_key_value() {
+                if frontier.iter().any(|t| *t < due) {
+                    break;
+                }
+                let (_, batch) = pending.pop_first().expect("non-empty");
+                let at = held.as_ref().expect("held while pending").delayed(&due);
+                output
+                    .session(&at)
+                    .give_iterator(batch.into_iter().map(|e| (e, due, -1isize)));
+            }
+            match pending.keys().next() {
+                Some(&t) => {
+                    if let Some(h) = held.as_mut() {
+                        if *h.time() < t {
+                            h.downgrade(&t);
+                        }
+                    }
+                }
+                None => held = None,
+            }
+        }
+    })
 }
 
 /// For one account's transactions in the window (sorted), each one's count.

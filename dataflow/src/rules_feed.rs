@@ -36,6 +36,7 @@ pub fn rules_feed<'scope>(
     path: Option<PathBuf>,
     arrivals: ProbeHandle<u64>,
     lateness: u64,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> Stream<'scope, u64, Vec<RulesVersion>> {
     let leader = scope.index() == 0;
     source(scope, "RulesFeed", move |capability, info| {
@@ -76,6 +77,9 @@ pub fn rules_feed<'scope>(
                     return;
                 }
                 Some(f) => {
+                    metrics
+                        .watermark
+                        .store(f as i64, std::sync::atomic::Ordering::Relaxed);
                     let promise = granule(f.saturating_add(lateness));
                     if promise > *cap.time() {
                         cap.downgrade(&promise);

@@ -114,7 +114,7 @@ impl Default for GeneratorConfig {
         ];
         GeneratorConfig {
             rate: 1000,
-            accounts: 10_000,
+            accounts: 1_000_000,
             first_account: 1_000_000,
             seeded_clock: SeededClock::default(),
             disorder_ms: 2000,
