@@ -54,8 +54,14 @@ pub fn build<'scope>(
     let arrivals_probe = ProbeHandle::new();
     let done = ProbeHandle::new();
 
-    let arrivals = source(scope, partitions, settings.source.clone(), metrics.clone())
-        .probe_with(&arrivals_probe);
+    let arrivals = source(
+        scope,
+        partitions,
+        settings.source.clone(),
+        metrics.clone(),
+        done.clone(),
+    )
+    .probe_with(&arrivals_probe);
     let versions = rules_feed(
         scope,
         settings.rules.clone(),

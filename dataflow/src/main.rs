@@ -129,6 +129,7 @@ fn main() -> anyhow::Result<()> {
             lateness,
             idle_after: Duration::from_secs(1),
             batch: 1024,
+            max_lead: 2_000_000,
         },
     };
 

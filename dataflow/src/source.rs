@@ -93,6 +93,10 @@ pub struct SourceConfig {
     /// Records read per partition per activation, so that one busy partition cannot starve the
     /// rest of the dataflow.
     pub batch: usize,
+    /// How far (µs of event time) reading may run ahead of what the whole dataflow has
+    /// finished: timely has no back-pressure of its own, and a source that reads faster than
+    /// the rules run would otherwise fill memory with records in flight.
+    pub max_lead: u64,
 }
 
 /// The source operator: reads `partitions` (this worker's) into a stream of arrivals in event
@@ -102,6 +106,7 @@ pub fn source<'scope>(
     partitions: Vec<Box<dyn Partition>>,
     config: SourceConfig,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    done: timely::dataflow::operators::probe::Handle<u64>,
 ) -> Stream<'scope, u64, Vec<Arrival>> {
     timely_source(scope, "Source", move |capability, info| {
         let activator = scope.activator_for(info.address);
@@ -124,6 +129,10 @@ pub fn source<'scope>(
             let Some(cap) = capability.as_mut() else {
                 return;
             };
+            if done.less_than(&cap.time().saturating_sub(config.max_lead)) {
+                activator.activate_after(Duration::from_millis(1));
+                return;
+            }
             let mut any_ready = false;
             for part in partitions.iter_mut().filter(|p| !p.done) {
                 buffer.clear();

@@ -41,6 +41,7 @@ fn alerts_of(
             lateness: 5_000_000,
             idle_after: Duration::from_secs(1),
             batch: 7,
+            max_lead: 2_000_000,
         },
     };
     let out = collected.clone();
