@@ -16,6 +16,10 @@ pub trait Emitter {
     fn transaction(&mut self, valid: &Valid);
     /// Called when a worker has nothing more to do for now.
     fn flush(&mut self) {}
+    /// Called once at the end: everything emitted must be delivered before it returns.
+    fn finish(&mut self) {
+        self.flush();
+    }
 }
 
 /// Prints each alert as a JSON line on stdout (dead letters and transactions are only counted,

@@ -128,27 +128,36 @@ pub fn run<P, E>(
     stop: Arc<AtomicBool>,
 ) -> Result<(), String>
 where
-    P: Fn(usize, usize) -> Vec<Box<dyn InputPartition>> + Send + Sync + 'static,
+    P: Fn(usize, usize) -> anyhow::Result<Vec<Box<dyn InputPartition>>> + Send + Sync + 'static,
     E: Fn(usize) -> Rc<RefCell<dyn Emitter>> + Send + Sync + 'static,
 {
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
-        let parts = partitions(index, peers);
+        // A worker that cannot open its input still builds the dataflow (every worker must),
+        // with no partitions, stops the others, and reports the error at the end.
+        let (parts, error) = match partitions(index, peers) {
+            Ok(p) => (p, None),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                (Vec::new(), Some(format!("worker {index}: {e:#}")))
+            }
+        };
         let out = emitter(index);
         let metrics = metrics.clone();
-        let done =
-            worker.dataflow::<u64, _, _>(|scope| build(scope, &settings, parts, out, metrics));
+        let done = worker
+            .dataflow::<u64, _, _>(|scope| build(scope, &settings, parts, out.clone(), metrics));
         while !done.done() {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
             worker.step_or_park(Some(Duration::from_millis(10)));
         }
+        out.borrow_mut().finish();
+        error.map_or(Ok(()), Err)
     })?;
-    guards
-        .join()
-        .into_iter()
-        .collect::<Result<Vec<()>, String>>()?;
+    for result in guards.join() {
+        result??;
+    }
     Ok(())
 }

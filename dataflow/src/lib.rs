@@ -11,6 +11,7 @@ pub mod embedded;
 pub mod emit;
 pub mod graph;
 pub mod judge;
+pub mod kafka;
 pub mod metrics;
 pub mod rapid_activity;
 pub mod rules;

@@ -60,6 +60,18 @@ struct Args {
     #[arg(long, default_value = "raw-transactions")]
     input_topic: String,
 
+    /// The topic alerts are produced to (keyed by account).
+    #[arg(long, default_value = "alerts")]
+    alerts_topic: String,
+
+    /// The topic dead letters are produced to (keyed by the input record's key).
+    #[arg(long, default_value = "dead-letter")]
+    dead_letter_topic: String,
+
+    /// Seconds to keep trying to reach the broker and the input topic at start.
+    #[arg(long, default_value_t = 30)]
+    connect_timeout: u64,
+
     /// The rules file, hot-reloaded.
     #[arg(long, env = "RULES_FILE", default_value = "config/alerting-rules.yaml")]
     rules: PathBuf,
@@ -133,22 +145,40 @@ fn main() -> anyhow::Result<()> {
         },
     };
 
-    if args.brokers.is_some() {
-        bail!("reading from Kafka is not built yet (issue 4 in progress): run without --brokers for the embedded source");
-    }
-    if args.until_caught_up && args.count.is_none() {
+    if args.until_caught_up && args.brokers.is_none() && args.count.is_none() {
         bail!("--until-caught-up with the embedded source needs --count: an endless generator is never caught up");
     }
-    let generator_config = if args.generator_config.exists() {
-        GeneratorConfig::load(&args.generator_config)?
-    } else {
-        GeneratorConfig::default()
+    let input = match &args.brokers {
+        Some(brokers) => Input::Kafka {
+            brokers: brokers.clone(),
+            topic: args.input_topic.clone(),
+            partitions: dataflow::kafka::partition_count(
+                brokers,
+                &args.input_topic,
+                Duration::from_secs(args.connect_timeout),
+            )?,
+            until_caught_up: args.until_caught_up,
+            alerts_topic: args.alerts_topic.clone(),
+            dead_letter_topic: args.dead_letter_topic.clone(),
+        },
+        None => {
+            if args.partitions < 1 {
+                bail!("--partitions must be at least 1");
+            }
+            let config = if args.generator_config.exists() {
+                GeneratorConfig::load(&args.generator_config)?
+            } else {
+                GeneratorConfig::default()
+            };
+            Input::Embedded {
+                rate: args.rate.unwrap_or(config.rate),
+                config,
+                seed: args.seed,
+                count: args.count,
+                partitions: args.partitions,
+            }
+        }
     };
-    let rate = args.rate.unwrap_or(generator_config.rate);
-    let (seed, count, partitions) = (args.seed, args.count, args.partitions);
-    if partitions < 1 {
-        bail!("--partitions must be at least 1");
-    }
 
     let workers = args
         .workers
@@ -171,36 +201,35 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
 
     tracing::info!(
-        "embedded source: {partitions} partitions, seed {seed}, {} records, {}; {workers} workers",
-        count.map_or("endless".to_string(), |c| c.to_string()),
-        if rate == 0 {
-            "as fast as possible".to_string()
-        } else {
-            format!("{rate} records/s")
-        },
+        "{input}; {workers} workers per process, {} processes",
+        args.processes
     );
+    let input = Arc::new(input);
+    let output_input = input.clone();
     run(
         config,
         settings,
-        move |index, peers| {
-            assigned(partitions, index, peers)
-                .map(|p| {
-                    Box::new(GeneratorPartition::new(
-                        generator_config.clone(),
-                        seed,
-                        p,
-                        partitions,
-                        count,
-                        rate,
-                    )) as Box<dyn Partition>
-                })
-                .collect()
-        },
-        move |_| {
-            if quiet {
-                Rc::new(RefCell::new(Quiet)) as Rc<RefCell<dyn Emitter>>
-            } else {
-                Rc::new(RefCell::new(Terminal::new())) as Rc<RefCell<dyn Emitter>>
+        move |index, peers| input.open(index, peers),
+        move |_| -> Rc<RefCell<dyn Emitter>> {
+            match &*output_input {
+                Input::Kafka {
+                    brokers,
+                    alerts_topic,
+                    dead_letter_topic,
+                    ..
+                } => {
+                    match dataflow::kafka::KafkaOutputs::new(
+                        brokers,
+                        alerts_topic,
+                        dead_letter_topic,
+                    ) {
+                        Ok(k) => Rc::new(RefCell::new(k)),
+                        // Creating a producer only fails on bad configuration, known at start.
+                        Err(e) => panic!("{e:#}"),
+                    }
+                }
+                Input::Embedded { .. } if quiet => Rc::new(RefCell::new(Quiet)),
+                Input::Embedded { .. } => Rc::new(RefCell::new(Terminal::new())),
             }
         },
         metrics.clone(),
@@ -212,6 +241,99 @@ fn main() -> anyhow::Result<()> {
     eprintln!("{}", metrics.line(Some(metrics.read.get() as f64 / secs)));
     eprintln!("dataflow: done in {secs:.1} s");
     Ok(())
+}
+
+/// Where the records come from.
+enum Input {
+    Kafka {
+        brokers: String,
+        topic: String,
+        partitions: i32,
+        until_caught_up: bool,
+        alerts_topic: String,
+        dead_letter_topic: String,
+    },
+    Embedded {
+        config: GeneratorConfig,
+        seed: u64,
+        count: Option<u64>,
+        rate: u64,
+        partitions: i32,
+    },
+}
+
+impl Input {
+    /// The partitions worker `index` of `peers` reads.
+    fn open(&self, index: usize, peers: usize) -> anyhow::Result<Vec<Box<dyn Partition>>> {
+        match self {
+            Input::Kafka {
+                brokers,
+                topic,
+                partitions,
+                until_caught_up,
+                ..
+            } => {
+                let ids: Vec<i32> = assigned(*partitions, index, peers).collect();
+                dataflow::kafka::open_partitions(brokers, topic, &ids, *until_caught_up)
+            }
+            Input::Embedded {
+                config,
+                seed,
+                count,
+                rate,
+                partitions,
+            } => Ok(assigned(*partitions, index, peers)
+                .map(|p| {
+                    Box::new(GeneratorPartition::new(
+                        config.clone(),
+                        *seed,
+                        p,
+                        *partitions,
+                        *count,
+                        *rate,
+                    )) as Box<dyn Partition>
+                })
+                .collect()),
+        }
+    }
+}
+
+impl std::fmt::Display for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Kafka {
+                brokers,
+                topic,
+                partitions,
+                until_caught_up,
+                ..
+            } => write!(
+                f,
+                "reading {topic} ({partitions} partitions) from Kafka at {brokers}{}",
+                if *until_caught_up {
+                    " until caught up"
+                } else {
+                    ""
+                }
+            ),
+            Input::Embedded {
+                seed,
+                count,
+                rate,
+                partitions,
+                ..
+            } => write!(
+                f,
+                "embedded source: {partitions} partitions, seed {seed}, {} records, {}",
+                count.map_or("endless".to_string(), |c| c.to_string()),
+                if *rate == 0 {
+                    "as fast as possible".to_string()
+                } else {
+                    format!("{rate} records/s")
+                },
+            ),
+        }
+    }
 }
 
 /// An emitter that drops everything (the progress line still counts it).

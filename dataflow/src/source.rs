@@ -52,7 +52,8 @@ pub struct Arrival {
 /// What a partition reader has to say after a poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Poll {
-    /// It returned records and may have more right away.
+    /// It returned records, or knows more are waiting: it may have more right away, and it
+    /// is not idle.
     Ready,
     /// It is caught up: nothing to read now.
     Idle,
@@ -138,7 +139,7 @@ pub fn source<'scope>(
                 buffer.clear();
                 match part.reader.poll(config.batch, &mut buffer) {
                     Poll::Ready => {
-                        any_ready = true;
+                        any_ready |= !buffer.is_empty();
                         part.quiet_since = None;
                     }
                     Poll::Idle => {
