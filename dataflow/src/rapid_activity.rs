@@ -40,7 +40,7 @@ pub struct Windowed {
     pub params: RapidParams,
 }
 
-/// A transaction's verdict at some time: its count, and the window's ids when it alerts.
+/// A transaction whose window holds exactly its `min_count` at some time, with the window's ids.
 type Counted = (Windowed, u32, Vec<Uuid>);
 
 impl Windowed {
@@ -147,23 +147,23 @@ fn window_updates<'scope>(
     })
 }
 
-/// For one account's transactions in the window (sorted), each one's count.
+/// For one account's transactions in the window (sorted): those whose count is their
+/// `min_count`, with the window's ids. Only those: most accounts have fewer transactions in a
+/// window than any `min_count`, and an empty output costs the arrangement nothing.
 fn count_windows(_account: &u32, input: &[(&Windowed, isize)], output: &mut Vec<(Counted, isize)>) {
-    let times: Vec<i64> = input.iter().map(|(w, _)| w.event_time).collect();
+    let fewest = input.iter().map(|(w, _)| w.params.min_count).min().unwrap_or(1);
+    if (input.len() as u32) < fewest {
+        return;
+    }
     for (i, (w, _)) in input.iter().enumerate() {
         let window = i64::from(w.params.window_seconds) * MICROS_PER_SECOND;
         // The first transaction inside (T - window, T]; those before it have left.
-        let start = times[..i].partition_point(|&e| e <= w.event_time - window);
+        let start = input[..i].partition_point(|(x, _)| x.event_time <= w.event_time - window);
         let count = (i - start + 1) as u32;
-        let ids = if count == w.params.min_count {
-            input[start..=i]
-                .iter()
-                .map(|(x, _)| x.transaction_id)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        output.push((((*w).clone(), count, ids), 1));
+        if count == w.params.min_count {
+            let ids = input[start..=i].iter().map(|(x, _)| x.transaction_id).collect();
+            output.push((((*w).clone(), count, ids), 1));
+        }
     }
 }
 
