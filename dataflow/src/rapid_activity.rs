@@ -151,7 +151,11 @@ fn window_updates<'scope>(
 /// `min_count`, with the window's ids. Only those: most accounts have fewer transactions in a
 /// window than any `min_count`, and an empty output costs the arrangement nothing.
 fn count_windows(_account: &u32, input: &[(&Windowed, isize)], output: &mut Vec<(Counted, isize)>) {
-    let fewest = input.iter().map(|(w, _)| w.params.min_count).min().unwrap_or(1);
+    let fewest = input
+        .iter()
+        .map(|(w, _)| w.params.min_count)
+        .min()
+        .unwrap_or(1);
     if (input.len() as u32) < fewest {
         return;
     }
@@ -161,7 +165,10 @@ fn count_windows(_account: &u32, input: &[(&Windowed, isize)], output: &mut Vec<
         let start = input[..i].partition_point(|(x, _)| x.event_time <= w.event_time - window);
         let count = (i - start + 1) as u32;
         if count == w.params.min_count {
-            let ids = input[start..=i].iter().map(|(x, _)| x.transaction_id).collect();
+            let ids = input[start..=i]
+                .iter()
+                .map(|(x, _)| x.transaction_id)
+                .collect();
             output.push((((*w).clone(), count, ids), 1));
         }
     }

@@ -49,14 +49,14 @@ fn alerts_of(
         timely::Config::process(workers),
         settings,
         move |index, peers| {
-            assigned(n, index, peers)
+            Ok(assigned(n, index, peers)
                 .map(|p| {
                     let records = parts[p as usize]
                         .iter()
                         .map(|r| (None, r.clone().into_bytes()));
                     Box::new(Replay::new(p, records)) as Box<dyn Partition>
                 })
-                .collect()
+                .collect())
         },
         move |_| Rc::new(RefCell::new(out.clone())) as Rc<RefCell<dyn Emitter>>,
         Arc::new(Metrics::default()),
