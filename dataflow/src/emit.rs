@@ -53,11 +53,14 @@ impl Emitter for Terminal {
     }
 }
 
+/// A dead letter and the input record's key.
+pub type Keyed = (DeadLetter, Option<Vec<u8>>);
+
 /// Everything every worker emitted, for tests.
 #[derive(Clone, Default)]
 pub struct Collected {
     pub alerts: Arc<Mutex<Vec<Alert>>>,
-    pub dead_letters: Arc<Mutex<Vec<(DeadLetter, Option<Vec<u8>>)>>>,
+    pub dead_letters: Arc<Mutex<Vec<Keyed>>>,
     pub transactions: Arc<Mutex<Vec<Valid>>>,
 }
 

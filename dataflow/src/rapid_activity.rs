@@ -40,6 +40,9 @@ pub struct Windowed {
     pub params: RapidParams,
 }
 
+/// An update of an account's window collection: ((account, entry), time, diff).
+type Update = ((u32, Windowed), u64, isize);
+
 /// A transaction whose window holds exactly its `min_count` at some time, with the window's ids.
 type Counted = (Windowed, u32, Vec<Uuid>);
 
@@ -91,7 +94,7 @@ pub fn rapid_activity<'scope>(
 /// batcher and be merged again at every step of the frontier.
 fn window_updates<'scope>(
     entries: Stream<'scope, u64, Vec<(u32, Windowed)>>,
-) -> Stream<'scope, u64, Vec<((u32, Windowed), u64, isize)>> {
+) -> Stream<'scope, u64, Vec<Update>> {
     entries.unary_frontier(Pipeline, "WindowUpdates", |_cap, _info| {
         // Retractions by the time they are due.
         let mut pending: BTreeMap<u64, Vec<(u32, Windowed)>> = BTreeMap::new();

@@ -93,6 +93,7 @@ fn a_new_threshold_applies_from_one_point_of_the_stream() {
     let changed = Instant::now();
     collect_for(Duration::from_secs(5), &mut seen);
     child.kill().unwrap();
+    let _ = child.wait();
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
 
     assert!(

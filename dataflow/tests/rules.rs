@@ -99,7 +99,7 @@ fn shared_vectors_through_the_dataflow() {
             .collect();
         for workers in [1, 2] {
             // All in one partition, in the given arrival order.
-            let (got, _) = alerts_of(&[records.clone()], workers);
+            let (got, _) = alerts_of(std::slice::from_ref(&records), workers);
             assert_eq!(got, want, "{note} ({workers} workers)");
         }
     }

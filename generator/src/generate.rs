@@ -196,7 +196,8 @@ impl Generator {
                 label,
             };
         }
-        if burst {
+        // A burst is live activity: not one that starts from a back-dated night record.
+        if burst && !night {
             self.start_burst(account, event_time);
         }
         t.write_json(buf);

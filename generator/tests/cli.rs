@@ -165,6 +165,7 @@ fn editing_the_config_changes_a_running_generator() {
         assert!(!next_valid(), "invalid share 1: every record is invalid");
     }
     child.kill().unwrap();
+    let _ = child.wait();
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     assert!(
         stderr.contains("refused the new version of") && stderr.contains("invalid.share"),

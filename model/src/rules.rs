@@ -29,7 +29,7 @@ pub struct Rules {
     pub allowed_lateness_seconds: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuleSet {
     pub high_value: HighValue,
@@ -111,16 +111,6 @@ impl Default for Rules {
                 .collect(),
             rules: RuleSet::default(),
             allowed_lateness_seconds: 5,
-        }
-    }
-}
-
-impl Default for RuleSet {
-    fn default() -> Self {
-        RuleSet {
-            high_value: HighValue::default(),
-            rapid_activity: RapidActivity::default(),
-            unusual_hour: UnusualHour::default(),
         }
     }
 }

@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
 
     // The default config file is optional so that the binary runs from any directory; a file
     // named explicitly must exist.
-    let explicit = args.config != PathBuf::from("config/generator.yaml");
+    let explicit = args.config != std::path::Path::new("config/generator.yaml");
     let config = if args.config.exists() || explicit {
         GeneratorConfig::load(&args.config)?
     } else {
