@@ -24,7 +24,17 @@ use uuid::Uuid;
 
 use crate::judge::{RapidParams, Valid};
 use crate::metrics::Metrics;
-use crate::source::{granule, GRANULE};
+
+/// The arrangement's own time step (µs): entries enter at their event time rounded *up* to a
+/// step, so that differential works through a second of event time at once rather than a
+/// 10 ms granule. Rounding up keeps every verdict exact (the counts compare exact event times)
+/// and delays a rapid_activity alert, which waits for the allowed lateness anyway, by at most
+/// a second.
+const STEP: u64 = 1_000_000;
+
+fn step_up(micros: u64) -> u64 {
+    micros.div_ceil(STEP) * STEP
+}
 
 /// What the arrangement keeps of a transaction, ordered as the contract orders an account's
 /// transactions: by event time, then transaction id.
@@ -79,7 +89,7 @@ pub fn rapid_activity<'scope>(
             move |((account, (w, count, ids)), time, diff): ((u32, Counted), u64, isize)| {
                 // The update at the transaction's own time is its verdict.
                 let verdict =
-                    diff > 0 && time == granule(w.event_time as u64) && count == w.params.min_count;
+                    diff > 0 && time == step_up(w.event_time as u64) && count == w.params.min_count;
                 verdict.then(|| {
                     metrics.alert(Rule::RapidActivity);
                     to_alert(account, w, count, ids)
@@ -108,13 +118,14 @@ fn window_updates<'scope>(
                 let now = *cap.time();
                 let mut session = output.session(&cap);
                 for (key, w) in data.drain(..) {
+                    let e = w.event_time as u64;
                     let window = u64::from(w.params.window_seconds) * MICROS_PER_SECOND as u64;
-                    // Strictly after the granule of the window's end, so that every
-                    // transaction whose window still reaches back to this one is judged while
-                    // it is there.
-                    let leave = granule(w.event_time as u64 + window) + GRANULE;
+                    // A step after the window's end, rounded up: every transaction whose
+                    // window still reaches back to this one is judged while it is there.
+                    let leave = step_up(e + window) + STEP;
                     pending.entry(leave).or_default().push((key, w.clone()));
-                    session.give(((key, w), now, 1isize));
+                    // At or after this message's time (the record's 10 ms granule).
+                    session.give(((key, w), step_up(e), 1isize));
                 }
                 drop(session);
                 if held.as_ref().is_none_or(|h| *h.time() > now) {
