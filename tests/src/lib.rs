@@ -19,12 +19,13 @@ pub fn root() -> &'static Path {
 
 /// A binary of the workspace, built by the same `cargo test` run (in the same profile).
 pub fn bin(name: &str) -> Command {
-    // This test runs as target/<profile>/deps/<test>-<hash>; binaries sit in target/<profile>/.
+    // Tests run as target/<profile>/deps/<test>-<hash>, bench binaries as target/<profile>/<bin>;
+    // the workspace's binaries sit in target/<profile>/.
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let mut dir = exe.parent().expect("target/<profile>");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -110,6 +111,8 @@ pub struct Consumed {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// The record's broker timestamp (its producer's create time), in milliseconds.
+    pub timestamp_ms: Option<i64>,
 }
 
 fn consumer() -> BaseConsumer {
@@ -160,6 +163,7 @@ pub fn read_all(topic: &str) -> Vec<Consumed> {
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().unwrap_or_default().to_vec(),
+                timestamp_ms: m.timestamp().to_millis(),
             });
         }
     }
