@@ -66,6 +66,11 @@ pub fn unique_topic(prefix: &str) -> String {
 
 /// Creates `topic` with `partitions` partitions and waits until it is visible.
 pub fn create_topic(topic: &str, partitions: i32) {
+    create_topic_with(topic, partitions, &[]);
+}
+
+/// As [`create_topic`], with topic configs (`("message.timestamp.type", "LogAppendTime")`).
+pub fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
@@ -76,7 +81,10 @@ pub fn create_topic(topic: &str, partitions: i32) {
         .unwrap();
     let results = rt
         .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[configs.iter().fold(
+                NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         ))
         .expect("create_topics");

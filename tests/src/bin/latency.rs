@@ -1,27 +1,32 @@
 //! Latency from a record reaching the broker to its alert on the alerts topic, per rule.
 //!
-//!     cargo run --release -p e2e --bin latency -- [RATE] [SECONDS] [WORKERS]   (50000 20 2)
+//!     cargo run --release -p e2e --bin latency -- [RATE] [SECONDS] [WORKERS] [WARMUP]
+//!                                                      (50000 20 2 3)
 //!
 //! Starts the local broker (scripts/kafka.sh) if need be, a live `dataflow` on fresh topics,
 //! then the generator at RATE records/s for SECONDS with wall-clock event times. Latency is
-//! the alert record's broker timestamp minus its transaction's input record's (both set when
-//! produced, on this machine's clock, in milliseconds).
+//! the alert record's broker timestamp minus its transaction's input record's: both topics
+//! use `LogAppendTime`, so each timestamp is when the broker appended the record (ms). Records produced in the first WARMUP
+//! seconds are left out: until every partition has delivered its first record the watermark
+//! cannot move, which is a start-up cost, not the steady state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use e2e::{bin, brokers, create_topic, read_all, unique_topic};
+use e2e::{bin, brokers, create_topic, create_topic_with, read_all, unique_topic};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let rate: u64 = args.next().map_or(50_000, |a| a.parse().expect("RATE"));
     let seconds: u64 = args.next().map_or(20, |a| a.parse().expect("SECONDS"));
     let workers = args.next().unwrap_or_else(|| "2".into());
+    let warmup_ms: i64 = args.next().map_or(3, |a| a.parse::<i64>().expect("WARMUP")) * 1000;
 
     let topic = unique_topic("latency");
     let (alerts, dead) = (format!("{topic}-alerts"), format!("{topic}-dead"));
-    create_topic(&topic, 4);
-    create_topic(&alerts, 2);
+    let append_time = [("message.timestamp.type", "LogAppendTime")];
+    create_topic_with(&topic, 4, &append_time);
+    create_topic_with(&alerts, 2, &append_time);
     create_topic(&dead, 2);
 
     let mut dataflow = bin("dataflow")
@@ -67,11 +72,15 @@ fn main() {
             Some((v["transaction_id"].as_str()?.to_owned(), c.timestamp_ms?))
         })
         .collect();
+    let first = produced.values().copied().min().unwrap_or(0);
     let mut by_rule: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for a in read_all(&alerts) {
         let v: serde_json::Value = serde_json::from_slice(&a.value).unwrap();
         let id = v["transaction_id"].as_str().unwrap();
-        if let (Some(sent), Some(alerted)) = (produced.get(id), a.timestamp_ms) {
+        if let (Some(&sent), Some(alerted)) = (produced.get(id), a.timestamp_ms) {
+            if sent < first + warmup_ms {
+                continue;
+            }
             by_rule
                 .entry(v["rule"].as_str().unwrap().to_owned())
                 .or_default()
@@ -79,7 +88,8 @@ fn main() {
         }
     }
     println!(
-        "{rate} records/s for {seconds} s, {workers} workers: latency from broker to alert (ms)"
+        "{rate} records/s for {seconds} s, {workers} workers, the first {} s left out: broker to alert (ms)",
+        warmup_ms / 1000
     );
     for (rule, mut l) in by_rule {
         l.sort();
