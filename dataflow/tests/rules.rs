@@ -12,10 +12,9 @@ use std::time::Duration;
 use dataflow::emit::{Collected, Emitter};
 use dataflow::graph::{run, Settings};
 use dataflow::metrics::Metrics;
-use dataflow::rules::{high_value, rapid_activity_model, unusual_hour};
 use dataflow::rules_feed::RulesVersion;
 use dataflow::source::{assigned, Partition, Replay, SourceConfig};
-use model::{Rule, Rules, Transaction};
+use model::{Rules, Transaction};
 use proptest::prelude::*;
 
 const RULES: &str = "version: 1\n";
@@ -107,20 +106,11 @@ fn shared_vectors_through_the_dataflow() {
 
 /// The model's alerts for a set of valid, non-late transactions.
 fn model_alerts(txns: &[Transaction]) -> BTreeSet<(String, String)> {
-    let rules = Rules::default();
-    let mut out = BTreeSet::new();
-    for t in txns {
-        if high_value(t, &rules).is_some() {
-            out.insert((Rule::HighValue.to_string(), t.transaction_id.to_string()));
-        }
-        if unusual_hour(t, &rules).is_some() {
-            out.insert((Rule::UnusualHour.to_string(), t.transaction_id.to_string()));
-        }
-    }
-    for (id, _) in rapid_activity_model(txns, &rules) {
-        out.insert((Rule::RapidActivity.to_string(), id.to_string()));
-    }
-    out
+    let valid: Vec<(Transaction, bool)> = txns.iter().map(|t| (t.clone(), true)).collect();
+    dataflow::rules::model_alerts(&valid, &Rules::default())
+        .into_iter()
+        .map(|(rule, id)| (rule.to_string(), id.to_string()))
+        .collect()
 }
 
 /// A random stream: few accounts, bursts, equal timestamps, spread over partitions by

@@ -27,10 +27,9 @@ struct Expected {
 
 fn model(input: &[Consumed]) -> Expected {
     let rules = Rules::default();
-    let mut alerts = BTreeSet::new();
     let mut dead = BTreeMap::new();
     let mut newest: HashMap<i32, i64> = HashMap::new();
-    let mut on_time: Vec<Transaction> = Vec::new();
+    let mut valid: Vec<(Transaction, bool)> = Vec::new();
     for c in input {
         match validate(&c.value, &rules) {
             Ok(t) => {
@@ -42,23 +41,7 @@ fn model(input: &[Consumed]) -> Expected {
                 // another partition has read nothing yet) cannot change a rapid_activity alert.
                 let late = *max != i64::MIN && e < *max - LATENESS_MICROS;
                 *max = (*max).max(e);
-                for (rule, fired) in [
-                    (
-                        Rule::HighValue,
-                        dataflow::rules::high_value(&t, &rules).is_some(),
-                    ),
-                    (
-                        Rule::UnusualHour,
-                        dataflow::rules::unusual_hour(&t, &rules).is_some(),
-                    ),
-                ] {
-                    if fired {
-                        alerts.insert((rule.to_string(), t.transaction_id.to_string()));
-                    }
-                }
-                if !late {
-                    on_time.push(t);
-                }
+                valid.push((t, !late));
             }
             Err(r) => {
                 dead.insert(
@@ -72,9 +55,10 @@ fn model(input: &[Consumed]) -> Expected {
             }
         }
     }
-    for (id, _) in dataflow::rules::rapid_activity_model(&on_time, &rules) {
-        alerts.insert((Rule::RapidActivity.to_string(), id.to_string()));
-    }
+    let alerts = dataflow::rules::model_alerts(&valid, &rules)
+        .into_iter()
+        .map(|(rule, id)| (rule.to_string(), id.to_string()))
+        .collect();
     Expected { alerts, dead }
 }
 
