@@ -94,6 +94,16 @@ pub fn judge<'scope>(
                     return;
                 };
                 let t = *cap.time();
+                // The common case in a steady stream: the rules for `t` are already known.
+                if !rules_frontier.less_equal(&t) {
+                    if let Some((_, rules)) = timeline.range(..=t).next_back() {
+                        let mut session = output.session(&cap);
+                        for a in data.drain(..) {
+                            judge_one(a, rules, &topic, &metrics, |v| session.give(v));
+                        }
+                        return;
+                    }
+                }
                 let (_, stash) = pending.entry(t).or_insert_with(|| (cap, Vec::new()));
                 stash.append(data);
             });

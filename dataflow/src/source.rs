@@ -122,7 +122,8 @@ pub fn source<'scope>(
             })
             .collect();
         let mut buffer = Vec::with_capacity(config.batch);
-        let mut timed: Vec<(u64, Arrival)> = Vec::with_capacity(config.batch);
+        // This activation's arrivals by time: a few dozen granules at most.
+        let mut timed: std::collections::BTreeMap<u64, Vec<Arrival>> = Default::default();
         // The exact watermark; the capability holds its granule.
         let mut watermark = 0u64;
 
@@ -160,20 +161,16 @@ pub fn source<'scope>(
                     // Invalid records have no event time: they go out at the watermark.
                     let late = time.is_some_and(|t| t < watermark);
                     let at = granule(time.unwrap_or(watermark)).max(*cap.time());
-                    timed.push((at, Arrival { raw, verdict, late }));
+                    timed
+                        .entry(at)
+                        .or_default()
+                        .push(Arrival { raw, verdict, late });
                 }
             }
-            // One session per timestamp: sort the batch by time (stable, so each partition's
-            // records keep their order) and send each run under its own capability.
-            timed.sort_by_key(|(t, _)| *t);
-            let mut runs = timed.drain(..).peekable();
-            while let Some((t, first)) = runs.next() {
+            // One message per timestamp, each partition's records in their order.
+            for (t, mut arrivals) in std::mem::take(&mut timed) {
                 let at = cap.delayed(&t);
-                let mut session = output.session(&at);
-                session.give(first);
-                while let Some((_, a)) = runs.next_if(|(u, _)| *u == t) {
-                    session.give(a);
-                }
+                output.session(&at).give_container(&mut arrivals);
             }
 
             // The watermark: over partitions that are not done and not idle, the least of the
