@@ -152,21 +152,37 @@ impl EventTime {
     }
 }
 
-/// The canonical form: `YYYY-MM-DDTHH:MM:SS.ffffffZ`, always six fraction digits, always UTC.
-impl fmt::Display for EventTime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl EventTime {
+    /// The canonical form as bytes, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (27 bytes), written digit by
+    /// digit: the generator and the outputs write one per record.
+    pub fn canonical(self) -> [u8; 27] {
         let days = self.0.div_euclid(MICROS_PER_DAY);
         let in_day = self.0.rem_euclid(MICROS_PER_DAY);
         let (y, m, d) = civil_from_days(days);
         let secs = in_day / MICROS_PER_SECOND;
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60,
-            in_day % MICROS_PER_SECOND
-        )
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y.clamp(0, 9999));
+        put(5, 2, i64::from(m));
+        put(8, 2, i64::from(d));
+        put(11, 2, secs / 3600);
+        put(14, 2, secs / 60 % 60);
+        put(17, 2, secs % 60);
+        put(20, 6, in_day % MICROS_PER_SECOND);
+        out
+    }
+}
+
+/// The canonical form: `YYYY-MM-DDTHH:MM:SS.ffffffZ`, always six fraction digits, always UTC.
+impl fmt::Display for EventTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.canonical();
+        f.write_str(std::str::from_utf8(&bytes).map_err(|_| fmt::Error)?)
     }
 }
 
