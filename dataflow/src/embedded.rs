@@ -1,7 +1,7 @@
 //! The embedded source: the generator in-process, one seeded generator per partition, so a
 //! run needs no broker and gives the same records whatever the number of workers.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use generator::{Generator, GeneratorConfig};
 
@@ -87,6 +87,3 @@ impl Partition for GeneratorPartition {
         Poll::Ready
     }
 }
-
-/// Idle time that lets a paced generator partition count as idle between records.
-pub const PACED_IDLE: Duration = Duration::from_millis(200);
