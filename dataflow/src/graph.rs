@@ -50,6 +50,7 @@ pub fn build<'scope>(
     partitions: Vec<Box<dyn InputPartition>>,
     emitter: Rc<RefCell<dyn Emitter>>,
     metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
 ) -> ProbeHandle<u64> {
     let arrivals_probe = ProbeHandle::new();
     let done = ProbeHandle::new();
@@ -60,6 +61,7 @@ pub fn build<'scope>(
         settings.source.clone(),
         metrics.clone(),
         done.clone(),
+        stop,
     )
     .probe_with(&arrivals_probe);
     let versions = rules_feed(
@@ -145,12 +147,12 @@ where
         };
         let out = emitter(index);
         let metrics = metrics.clone();
-        let done = worker
-            .dataflow::<u64, _, _>(|scope| build(scope, &settings, parts, out.clone(), metrics));
+        let stop = stop.clone();
+        let done = worker.dataflow::<u64, _, _>(|scope| {
+            build(scope, &settings, parts, out.clone(), metrics, stop)
+        });
+        // Until everything is done; a stop ends the sources, and the rest drains.
         while !done.done() {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
             worker.step_or_park(Some(Duration::from_millis(10)));
         }
         out.borrow_mut().finish();

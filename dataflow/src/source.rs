@@ -108,6 +108,7 @@ pub fn source<'scope>(
     config: SourceConfig,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     done: timely::dataflow::operators::probe::Handle<u64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Stream<'scope, u64, Vec<Arrival>> {
     timely_source(scope, "Source", move |capability, info| {
         let activator = scope.activator_for(info.address);
@@ -128,6 +129,10 @@ pub fn source<'scope>(
         let mut watermark = 0u64;
 
         move |output| {
+            // Stopping (Ctrl-C) ends the input: what was read still flows to the end.
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                capability = None;
+            }
             let Some(cap) = capability.as_mut() else {
                 return;
             };
