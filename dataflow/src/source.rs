@@ -14,11 +14,17 @@
 //! while a granule batches all the records of 10 ms and adds at most 10 ms to an alert. Exact
 //! event times travel in the data, and every rule compares those.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use model::{validate_deferred, Deferred};
 use timely::dataflow::operators::generic::operator::source as timely_source;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::{Scope, Stream};
+
+use crate::metrics::Metrics;
 
 /// The resolution of the dataflow's timestamps, in microseconds of event time.
 pub const GRANULE: u64 = 10_000;
@@ -80,7 +86,7 @@ struct Tracked {
     max_seen: Option<u64>,
     /// When the reader last had nothing to read, if it has had nothing since: a partition that
     /// is caught up and has been quiet for `idle_after` no longer holds the watermark back.
-    quiet_since: Option<std::time::Instant>,
+    quiet_since: Option<Instant>,
     done: bool,
 }
 
@@ -106,9 +112,9 @@ pub fn source<'scope>(
     scope: Scope<'scope, u64>,
     partitions: Vec<Box<dyn Partition>>,
     config: SourceConfig,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-    done: timely::dataflow::operators::probe::Handle<u64>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    metrics: Arc<Metrics>,
+    done: ProbeHandle<u64>,
+    stop: Arc<AtomicBool>,
 ) -> Stream<'scope, u64, Vec<Arrival>> {
     timely_source(scope, "Source", move |capability, info| {
         let activator = scope.activator_for(info.address);
@@ -124,13 +130,13 @@ pub fn source<'scope>(
             .collect();
         let mut buffer = Vec::with_capacity(config.batch);
         // This activation's arrivals by time: a few dozen granules at most.
-        let mut timed: std::collections::BTreeMap<u64, Vec<Arrival>> = Default::default();
+        let mut timed: BTreeMap<u64, Vec<Arrival>> = BTreeMap::new();
         // The exact watermark; the capability holds its granule.
         let mut watermark = 0u64;
 
         move |output| {
             // Stopping (Ctrl-C) ends the input: what was read still flows to the end.
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) {
                 capability = None;
             }
             let Some(cap) = capability.as_mut() else {
@@ -149,7 +155,7 @@ pub fn source<'scope>(
                         part.quiet_since = None;
                     }
                     Poll::Idle => {
-                        part.quiet_since.get_or_insert_with(std::time::Instant::now);
+                        part.quiet_since.get_or_insert_with(Instant::now);
                     }
                     Poll::Done => part.done = true,
                 }
@@ -160,9 +166,6 @@ pub fn source<'scope>(
                     if let Some(t) = time {
                         part.max_seen = Some(part.max_seen.map_or(t, |m| m.max(t)));
                     }
-                    if let Some(&m) = part.max_seen.as_ref() {
-                        metrics.saw_event_time(m as i64);
-                    }
                     // Invalid records have no event time: they go out at the watermark.
                     let late = time.is_some_and(|t| t < watermark);
                     let at = granule(time.unwrap_or(watermark)).max(*cap.time());
@@ -172,36 +175,20 @@ pub fn source<'scope>(
                         .push(Arrival { raw, verdict, late });
                 }
             }
+            if let Some(m) = partitions.iter().filter_map(|p| p.max_seen).max() {
+                metrics.saw_event_time(m as i64);
+            }
             // One message per timestamp, each partition's records in their order.
             for (t, mut arrivals) in std::mem::take(&mut timed) {
                 let at = cap.delayed(&t);
                 output.session(&at).give_container(&mut arrivals);
             }
 
-            // The watermark: over partitions that are not done and not idle, the least of the
-            // largest event time read minus the lateness. A partition that has read nothing
-            // yet holds it where it is.
             if partitions.iter().all(|p| p.done) {
                 capability = None;
                 return;
             }
-            let holding = partitions.iter().filter(|p| {
-                !p.done
-                    && p.quiet_since
-                        .is_none_or(|q| q.elapsed() < config.idle_after)
-            });
-            let mut least = None::<u64>;
-            let mut blocked = false;
-            for p in holding {
-                match p.max_seen {
-                    Some(m) => {
-                        let w = m.saturating_sub(config.lateness);
-                        least = Some(least.map_or(w, |x| x.min(w)));
-                    }
-                    None => blocked = true,
-                }
-            }
-            if let (Some(w), false) = (least, blocked) {
+            if let Some(w) = local_watermark(&partitions, &config) {
                 if w > watermark {
                     watermark = w;
                     if granule(w) > *cap.time() {
@@ -216,6 +203,23 @@ pub fn source<'scope>(
             }
         }
     })
+}
+
+/// The watermark of one worker's partitions: over those that are not done and not idle, the
+/// least of the newest event time read minus the lateness. `None` while one of them has read
+/// nothing yet: it holds the watermark where it is.
+fn local_watermark(partitions: &[Tracked], config: &SourceConfig) -> Option<u64> {
+    let holding = partitions.iter().filter(|p| {
+        !p.done
+            && p.quiet_since
+                .is_none_or(|q| q.elapsed() < config.idle_after)
+    });
+    let mut least = None::<u64>;
+    for p in holding {
+        let w = p.max_seen?.saturating_sub(config.lateness);
+        least = Some(least.map_or(w, |x: u64| x.min(w)));
+    }
+    least
 }
 
 /// A partition read from memory, in the given order: for tests and replays.
