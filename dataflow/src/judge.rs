@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Tally};
 use crate::rules;
 use crate::rules_feed::RulesVersion;
 use crate::source::Arrival;
@@ -71,6 +71,7 @@ pub fn judge<'scope>(
         let mut timeline: BTreeMap<u64, Arc<Rules>> = BTreeMap::new();
         // Arrivals waiting for the rules frontier to pass their time.
         let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Arrival>)> = BTreeMap::new();
+        let mut tally = Tally::default();
 
         move |(arrivals, arrivals_frontier), (versions, rules_frontier), output| {
             versions.for_each(|cap, data| {
@@ -99,7 +100,7 @@ pub fn judge<'scope>(
                     if let Some((_, rules)) = timeline.range(..=t).next_back() {
                         let mut session = output.session(&cap);
                         for a in data.drain(..) {
-                            judge_one(a, rules, &topic, &metrics, |v| session.give(v));
+                            judge_one(a, rules, &topic, &mut tally, |v| session.give(v));
                         }
                         return;
                     }
@@ -122,7 +123,7 @@ pub fn judge<'scope>(
                 let rules = rules.clone();
                 let mut session = output.session(&cap);
                 for a in batch {
-                    judge_one(a, &rules, &topic, &metrics, |v| session.give(v));
+                    judge_one(a, &rules, &topic, &mut tally, |v| session.give(v));
                 }
             }
             // Versions before the last one at or before every time still to come are done.
@@ -140,6 +141,7 @@ pub fn judge<'scope>(
             if let Some((&keep, _)) = timeline.range(..=horizon).next_back() {
                 timeline.retain(|t, _| *t >= keep);
             }
+            tally.flush(&metrics);
         }
     })
 }
@@ -148,13 +150,13 @@ fn judge_one(
     a: Arrival,
     rules: &Rules,
     topic: &Rc<str>,
-    metrics: &Metrics,
+    tally: &mut Tally,
     mut out: impl FnMut(Verdict),
 ) {
     let raw = a.raw;
     match a.verdict.resolve(rules) {
         Err(rejection) => {
-            metrics.invalid.inc();
+            tally.invalid += 1;
             let source = Source {
                 topic: topic.to_string(),
                 partition: raw.partition,
@@ -167,9 +169,9 @@ fn judge_one(
             ));
         }
         Ok(txn) => {
-            metrics.valid.inc();
+            tally.valid += 1;
             if a.late {
-                metrics.late.inc();
+                tally.late += 1;
             }
             let checks = [
                 (
@@ -185,7 +187,7 @@ fn judge_one(
             ];
             for (rule, severity, details) in checks {
                 if let Some(details) = details {
-                    metrics.alert(rule);
+                    tally.alert(rule);
                     out(Verdict::Alert(Alert::new(
                         rule,
                         severity,

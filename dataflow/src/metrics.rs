@@ -55,6 +55,44 @@ impl Metrics {
     }
 }
 
+/// A worker's counts since its last flush: workers count locally and add to the shared
+/// [`Metrics`] once per activation, not per record, so they do not contend for its cache lines.
+#[derive(Default, Debug)]
+pub struct Tally {
+    pub valid: u64,
+    pub invalid: u64,
+    pub late: u64,
+    pub high_value: u64,
+    pub unusual_hour: u64,
+}
+
+impl Tally {
+    pub fn alert(&mut self, rule: Rule) {
+        match rule {
+            Rule::HighValue => self.high_value += 1,
+            Rule::UnusualHour => self.unusual_hour += 1,
+            // Counted where it is decided, in rapid_activity.
+            Rule::RapidActivity => {}
+        }
+    }
+
+    /// Adds the counts to `metrics` and starts again from zero.
+    pub fn flush(&mut self, metrics: &Metrics) {
+        let t = std::mem::take(self);
+        for (counter, n) in [
+            (&metrics.valid, t.valid),
+            (&metrics.invalid, t.invalid),
+            (&metrics.late, t.late),
+            (&metrics.high_value, t.high_value),
+            (&metrics.unusual_hour, t.unusual_hour),
+        ] {
+            if n > 0 {
+                counter.add(n);
+            }
+        }
+    }
+}
+
 /// Prints a progress line to stderr every `every` until dropped.
 pub struct Reporter {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
