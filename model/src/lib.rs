@@ -1,7 +1,7 @@
 //! The pipeline's shared vocabulary: the records that cross its boundaries and the rules
 //! that decide what is valid.
 //!
-//! - [`Transaction`], the input record once valid, and [`validate`], which makes one from
+//! - [`Transaction`], the input record once valid, and [`validate()`], which makes one from
 //!   raw bytes or says why not ([`Rejection`]) exactly as the contract orders its errors;
 //! - [`DeadLetter`], what an invalid record becomes, and [`Alert`], what a rule raises;
 //! - [`Rules`], the hot-reloaded rules file, and [`reload::Reloader`], which watches any

@@ -1,7 +1,7 @@
 //! A valid transaction and the small value types of its fields.
 //!
 //! Every field type can only hold what the contract calls valid, so code downstream of
-//! [`crate::validate`] never re-checks: an [`AccountId`] is always `ACC` and seven digits, an
+//! [`crate::validate()`] never re-checks: an [`AccountId`] is always `ACC` and seven digits, an
 //! [`Amount`] always whole cents in range, an [`EventTime`] always UTC microseconds.
 
 use std::fmt;
@@ -120,7 +120,7 @@ name_enum!(
     }
 );
 
-/// A valid transaction: what [`crate::validate`] returns and every later stage consumes.
+/// A valid transaction: what [`crate::validate()`] returns and every later stage consumes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Transaction {
     /// Ordered and printed in lower case, whatever case the input used.
