@@ -60,6 +60,14 @@ fn string_verdict(key: &str, s: &str) -> Option<(ErrorCode, Option<Field>)> {
 }
 
 #[test]
+fn field_names_round_trip() {
+    for f in Field::ALL {
+        assert_eq!(Field::parse(f.name()), Some(f));
+    }
+    assert_eq!(Field::parse("Amount"), None);
+}
+
+#[test]
 fn the_base_record_is_valid() {
     let t = check(&render(&base())).unwrap();
     assert_eq!(t.account_id.to_string(), "ACC7000001");
