@@ -1,2 +1,5 @@
-//! The Iceberg lakehouse (issue 5, not built yet): catalog, table schemas, Parquet writers,
-//! the frontier-driven commit protocol and table maintenance.
+//! The Iceberg lakehouse (issue 5, being built): the tables' schemas and partition specs
+//! ([`schema`]) so far; the catalog, the Parquet writers, the frontier-driven commit protocol
+//! and table maintenance come next.
+
+pub mod schema;
