@@ -47,10 +47,6 @@ impl GeneratorPartition {
 }
 
 impl Partition for GeneratorPartition {
-    fn id(&self) -> i32 {
-        self.id
-    }
-
     fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll {
         let mut n = max as u64;
         if let Some(r) = self.remaining {

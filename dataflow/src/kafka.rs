@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use generator::output::{send_waiting, Deliveries};
 use model::{Alert, DeadLetter};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::emit::Emitter;
 use crate::judge::Valid;
@@ -148,10 +148,6 @@ pub fn open_partitions(
 }
 
 impl Partition for KafkaPartition {
-    fn id(&self) -> i32 {
-        self.id
-    }
-
     fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll {
         if self.end.is_some_and(|end| self.position >= end) {
             return Poll::Done;
@@ -195,29 +191,6 @@ impl Partition for KafkaPartition {
     }
 }
 
-/// Counts failed deliveries; the producer's thread calls it.
-#[derive(Default)]
-pub struct Deliveries {
-    failed: std::sync::atomic::AtomicU64,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            if self
-                .failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                == 0
-            {
-                tracing::error!("an output record could not be delivered: {e}");
-            }
-        }
-    }
-}
-
 /// Produces alerts (keyed by account) and dead letters (keyed by the input's key) to Kafka,
 /// with an idempotent producer. Each worker has its own.
 pub struct KafkaOutputs {
@@ -249,22 +222,10 @@ impl KafkaOutputs {
         if let Some(k) = key {
             record = record.key(k);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    tracing::error!("producing to {topic}: {e}");
-                    self.producer
-                        .context()
-                        .failed
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-            }
+        if let Err(e) = send_waiting(&self.producer, record) {
+            self.producer
+                .context()
+                .record_failure(format!("producing to {topic}: {e}"));
         }
     }
 
@@ -276,10 +237,7 @@ impl KafkaOutputs {
                 self.producer.in_flight_count()
             );
         }
-        self.producer
-            .context()
-            .failed
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.producer.context().failed()
     }
 }
 

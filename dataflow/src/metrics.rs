@@ -49,10 +49,6 @@ impl Metrics {
     pub fn saw_event_time(&self, micros: i64) {
         self.max_event_time.fetch_max(micros, Ordering::Relaxed);
     }
-
-    pub fn alerts(&self) -> u64 {
-        self.high_value.get() + self.rapid_activity.get() + self.unusual_hour.get()
-    }
 }
 
 /// A worker's counts since its last flush: workers count locally and add to the shared

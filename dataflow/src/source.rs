@@ -69,7 +69,6 @@ pub enum Poll {
 
 /// One input partition: Kafka's, or the in-process generator's.
 pub trait Partition {
-    fn id(&self) -> i32;
     /// Appends up to `max` records to `out`.
     fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll;
 }
@@ -224,7 +223,6 @@ fn local_watermark(partitions: &[Tracked], config: &SourceConfig) -> Option<u64>
 
 /// A partition read from memory, in the given order: for tests and replays.
 pub struct Replay {
-    id: i32,
     records: std::collections::VecDeque<RawRecord>,
 }
 
@@ -242,15 +240,11 @@ impl Replay {
                 payload,
             })
             .collect();
-        Replay { id, records }
+        Replay { records }
     }
 }
 
 impl Partition for Replay {
-    fn id(&self) -> i32 {
-        self.id
-    }
-
     fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll {
         let n = max.min(self.records.len());
         out.extend(self.records.drain(..n));

@@ -48,12 +48,56 @@ impl<W: Write> Output for Lines<W> {
     }
 }
 
-/// Counts delivery reports; the producer's background thread calls it.
+/// Counts delivery reports; the producer's background thread calls it. Shared with the
+/// dataflow's Kafka outputs.
 #[derive(Default)]
 pub struct Deliveries {
     failed: AtomicU64,
     /// The first failure, kept for the final error message.
     first_error: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    /// Records that could not be delivered so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The first delivery error, if any.
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts a record that will not be delivered; the first one is logged and kept.
+    pub fn record_failure(&self, e: impl std::fmt::Display) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            tracing::error!("a record could not be delivered: {e}");
+            *first = Some(e.to_string());
+        }
+    }
+}
+
+/// Queues `record`, waiting for room while the producer's local queue is full (the broker is
+/// slower than we are). Other errors are returned.
+pub fn send_waiting(
+    producer: &ThreadedProducer<Deliveries>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 impl ClientContext for Deliveries {}
@@ -63,12 +107,7 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-            if first.is_none() {
-                tracing::error!("a record could not be delivered: {e}");
-                *first = Some(e.to_string());
-            }
+            self.record_failure(e);
         }
     }
 }
@@ -153,20 +192,11 @@ impl Output for Kafka {
         use std::fmt::Write as _;
         self.key.clear();
         let _ = write!(self.key, "{key}");
-        let mut record = BaseRecord::to(&self.topic)
+        let record = BaseRecord::to(&self.topic)
             .key(self.key.as_bytes())
             .payload(value);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                // The local queue is full: the broker is slower than we are. Wait for room.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => bail!("producing to {}: {e}", self.topic),
-            }
-        }
+        send_waiting(&self.producer, record)
+            .map_err(|e| anyhow::anyhow!("producing to {}: {e}", self.topic))
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
@@ -186,13 +216,7 @@ impl Output for Kafka {
         }
         let failed = self.failed();
         if failed > 0 {
-            let first = self
-                .producer
-                .context()
-                .first_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let first = self.producer.context().first_error();
             bail!(
                 "{failed} records could not be delivered to {} (first error: {})",
                 self.topic,
@@ -203,6 +227,6 @@ impl Output for Kafka {
     }
 
     fn failed(&self) -> u64 {
-        self.producer.context().failed.load(Ordering::Relaxed)
+        self.producer.context().failed()
     }
 }
