@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! source ──> judge ──┬──> valid transactions ──> rapid_activity ──> alerts
-//!              ▲     ├──> alerts (high_value, unusual_hour)
-//! rules_feed ──┘     └──> dead letters
+//!   │          ▲     ├──> alerts (high_value, unusual_hour)
+//!   │ rules_feed ┘   └──> dead letters
+//!   │                          all three ──> outputs (emitter, Parquet files) ──┐
+//!   └── marks (offsets at commit boundaries) ─────────────────────────> commit (worker 0)
 //! ```
 //!
 //! and [`run`], which starts the workers (threads and processes) and drives them to the end.
@@ -15,9 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::Concat;
-use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::operators::Probe;
@@ -25,6 +25,7 @@ use timely::dataflow::Scope;
 
 use crate::emit::Emitter;
 use crate::judge::{judge, Verdict};
+use crate::lakehouse::{self, Lakehouse};
 use crate::metrics::Metrics;
 use crate::rapid_activity::rapid_activity;
 use crate::rules_feed::{rules_feed, RulesVersion};
@@ -40,12 +41,15 @@ pub struct Settings {
     /// The rules file to watch, if any (worker 0 watches it).
     pub rules_path: Option<PathBuf>,
     pub source: SourceConfig,
+    /// Where rows are committed, if anywhere.
+    pub lakehouse: Option<Lakehouse>,
 }
 
 /// Builds the dataflow of one worker. Returns a probe whose frontier is empty once everything
 /// is done.
 pub fn build<'scope>(
     scope: Scope<'scope, u64>,
+    worker: usize,
     settings: &Settings,
     partitions: Vec<Box<dyn InputPartition>>,
     emitter: Rc<RefCell<dyn Emitter>>,
@@ -53,17 +57,20 @@ pub fn build<'scope>(
     stop: Arc<AtomicBool>,
 ) -> ProbeHandle<u64> {
     let arrivals_probe = ProbeHandle::new();
+    // How far results are made (the sources' back-pressure), and how far everything is done
+    // (committed included: the lakehouse holds the frontier back a commit interval).
+    let judged = ProbeHandle::new();
     let done = ProbeHandle::new();
 
-    let arrivals = source(
+    let (arrivals, marks) = source(
         scope,
         partitions,
         settings.source.clone(),
         metrics.clone(),
-        done.clone(),
+        judged.clone(),
         stop,
-    )
-    .probe_with(&arrivals_probe);
+    );
+    let arrivals = arrivals.probe_with(&arrivals_probe);
     let versions = rules_feed(
         scope,
         settings.rules.clone(),
@@ -93,28 +100,35 @@ pub fn build<'scope>(
     let dead = parts.pop().expect("4 parts");
     let per_record_alerts = parts.pop().expect("4 parts");
     let valid = parts.pop().expect("4 parts");
+    // A resumed run's windows start with the last window's committed transactions.
+    let seeds = settings
+        .lakehouse
+        .as_ref()
+        .filter(|_| worker == 0)
+        .and_then(|l| l.seeds.lock().expect("not poisoned").take())
+        .unwrap_or_default();
+    let windows = windows.concat(lakehouse::seeds(scope, seeds));
     let windowed_alerts = rapid_activity(windows, metrics).map(Verdict::Alert);
 
-    // One sink per worker for everything that leaves the dataflow.
-    valid
-        .concat(per_record_alerts)
-        .concat(windowed_alerts)
-        .concat(dead)
-        .probe_with(&done)
-        .sink(Pipeline, "Emit", move |(input, _frontier)| {
-            let mut out = emitter.borrow_mut();
-            input.for_each(|_cap, data| {
-                for v in data.drain(..) {
-                    match v {
-                        Verdict::Valid(v) => out.transaction(&v),
-                        Verdict::Alert(a) => out.alert(&a),
-                        Verdict::Dead(d, k) => out.dead_letter(&d, k.as_deref()),
-                        Verdict::Window(..) => {}
-                    }
-                }
-            });
-            out.flush();
-        });
+    // Everything that leaves the dataflow, on each worker.
+    let written = lakehouse::outputs(
+        valid
+            .concat(per_record_alerts)
+            .concat(windowed_alerts)
+            .concat(dead)
+            .probe_with(&judged),
+        emitter,
+        settings.lakehouse.clone(),
+        worker,
+    );
+    match &settings.lakehouse {
+        Some(lake) => {
+            lakehouse::commit(written, marks, lake.clone(), worker).probe_with(&done);
+        }
+        None => {
+            written.probe_with(&done);
+        }
+    }
     done
 }
 
@@ -149,7 +163,7 @@ where
         let metrics = metrics.clone();
         let stop = stop.clone();
         let done = worker.dataflow::<u64, _, _>(|scope| {
-            build(scope, &settings, parts, out.clone(), metrics, stop)
+            build(scope, index, &settings, parts, out.clone(), metrics, stop)
         });
         // Until everything is done; a stop ends the sources, and the rest drains.
         while !done.done() {

@@ -19,6 +19,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::emit::Emitter;
 use crate::judge::Valid;
+use crate::progress::Position;
 use crate::source::{Partition, Poll, RawRecord};
 
 /// How many partitions `topic` has, waiting up to `timeout` for the broker.
@@ -97,12 +98,14 @@ impl KafkaPartition {
     }
 }
 
-/// Opens this worker's partitions of `topic` (`ids`), from the beginning. With `until_caught_up`
-/// each ends at the offset that was the partition's end when this was called.
+/// Opens this worker's partitions of `topic` (`ids`), each at its offset in `resume` or else
+/// from the beginning. With `until_caught_up` each ends at the offset that was the partition's
+/// end when this was called.
 pub fn open_partitions(
     brokers: &str,
     topic: &str,
     ids: &[i32],
+    resume: Option<&Position>,
     until_caught_up: bool,
 ) -> anyhow::Result<Vec<Box<dyn Partition>>> {
     if ids.is_empty() {
@@ -124,8 +127,17 @@ pub fn open_partitions(
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(30))
             .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
-        assignment.add_partition_offset(topic, p, Offset::Offset(low))?;
-        starts.push((p, low, high));
+        let start = match resume.and_then(|r| r.partitions.get(&p)) {
+            Some(at) if at.resume < low => bail!(
+                "{topic}/{p} resumes at offset {} but its records start at {low}: \
+                 the records in between were deleted before the job stored them",
+                at.resume
+            ),
+            Some(at) => at.resume,
+            None => low,
+        };
+        assignment.add_partition_offset(topic, p, Offset::Offset(start))?;
+        starts.push((p, start, high));
     }
     consumer
         .assign(&assignment)
@@ -148,6 +160,14 @@ pub fn open_partitions(
 }
 
 impl Partition for KafkaPartition {
+    fn id(&self) -> i32 {
+        self.id
+    }
+
+    fn position(&self) -> i64 {
+        self.position
+    }
+
     fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll {
         if self.end.is_some_and(|end| self.position >= end) {
             return Poll::Done;

@@ -14,7 +14,15 @@ use dataflow::emit::{Emitter, Terminal};
 use dataflow::graph::{run, Settings};
 use dataflow::metrics::{Metrics, Reporter};
 use dataflow::rules_feed::RulesVersion;
+use dataflow::judge::RapidParams;
+use dataflow::lakehouse::Lakehouse;
+use dataflow::progress::Position;
 use dataflow::source::{assigned, Partition, SourceConfig};
+use iceberg::expr::Reference;
+use iceberg::spec::Datum;
+use sink::catalog::CatalogConfig;
+use sink::commit::Committer;
+use sink::schema::Table;
 use generator::GeneratorConfig;
 use model::Rules;
 
@@ -111,6 +119,28 @@ struct Args {
     #[arg(long)]
     quiet: bool,
 
+    /// The Iceberg catalog: sqlite://PATH for the embedded SQL catalog, http(s)://… for a REST
+    /// catalog [default: sqlite://<warehouse>/catalog.db]
+    #[arg(long, env = "ICEBERG_CATALOG_URI")]
+    catalog_uri: Option<String>,
+
+    /// The catalog's name (the one other engines use for the same SQL catalog).
+    #[arg(long, env = "ICEBERG_CATALOG_NAME", default_value = "lakehouse")]
+    catalog_name: String,
+
+    /// Where the tables' files go: a path, file://… or an object-store URI.
+    #[arg(long, env = "ICEBERG_WAREHOUSE", default_value = "./warehouse")]
+    warehouse: String,
+
+    /// Seconds of event time per lakehouse commit: one snapshot per table each time the
+    /// dataflow's frontier passes a multiple of it.
+    #[arg(long, default_value_t = 10)]
+    commit_interval: u64,
+
+    /// Do not write the lakehouse (alerts and dead letters still go to Kafka or the terminal).
+    #[arg(long)]
+    no_lakehouse: bool,
+
     /// Seconds between progress lines on stderr; 0 for none.
     #[arg(long, default_value_t = 2)]
     progress: u64,
@@ -142,12 +172,18 @@ fn main() -> anyhow::Result<()> {
             idle_after: Duration::from_secs(1),
             batch: 1024,
             max_lead: 2_000_000,
+            commit_interval: None,
+            resume: None,
         },
+        lakehouse: None,
     };
+    let mut settings = settings;
 
     if args.until_caught_up && args.brokers.is_none() && args.count.is_none() {
         bail!("--until-caught-up with the embedded source needs --count: an endless generator is never caught up");
     }
+    let metrics = Arc::new(Metrics::default());
+    let metrics_status = &metrics.commits;
     let input = match &args.brokers {
         Some(brokers) => Input::Kafka {
             brokers: brokers.clone(),
@@ -180,6 +216,31 @@ fn main() -> anyhow::Result<()> {
         }
     };
 
+    // The lakehouse: where the last commit left the input, and the committer (process 0).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    if !args.no_lakehouse {
+        if args.commit_interval == 0 {
+            bail!("--commit-interval must be at least 1 second");
+        }
+        let lake = open_lakehouse(&args, &input, &rules, &runtime)?;
+        settings.source.commit_interval = Some(lake.commit_interval);
+        settings.source.resume = lake.resume.clone();
+        settings.lakehouse = Some(lake.shared);
+        let status = lake
+            .committer
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|c| c.status.clone());
+        if let Some(status) = status {
+            let _ = metrics_status.set(status);
+        }
+    }
+
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -190,7 +251,6 @@ fn main() -> anyhow::Result<()> {
         args.hostfile.as_deref(),
     )?;
 
-    let metrics = Arc::new(Metrics::default());
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = stop.clone();
     ctrlc::set_handler(move || on_signal.store(true, Ordering::Relaxed))
@@ -206,10 +266,12 @@ fn main() -> anyhow::Result<()> {
     );
     let input = Arc::new(input);
     let output_input = input.clone();
-    run(
+    let resume = settings.source.resume.clone();
+    let committer = settings.lakehouse.as_ref().map(|l| l.committer.clone());
+    let result = run(
         config,
         settings,
-        move |index, peers| input.open(index, peers),
+        move |index, peers| input.open(index, peers, resume.as_ref()),
         move |_| -> Rc<RefCell<dyn Emitter>> {
             match &*output_input {
                 Input::Kafka {
@@ -234,8 +296,12 @@ fn main() -> anyhow::Result<()> {
         },
         metrics.clone(),
         stop,
-    )
-    .map_err(|e| anyhow::anyhow!("the dataflow failed: {e}"))?;
+    );
+    // Every commit handed over is made before the job ends, also after a failure elsewhere.
+    if let Some(c) = committer.and_then(|c| c.lock().expect("not poisoned").take()) {
+        c.finish();
+    }
+    result.map_err(|e| anyhow::anyhow!("the dataflow failed: {e}"))?;
     drop(reporter);
     let secs = started.elapsed().as_secs_f64();
     eprintln!("{}", metrics.line(Some(metrics.read.get() as f64 / secs)));
@@ -263,8 +329,29 @@ enum Input {
 }
 
 impl Input {
-    /// The partitions worker `index` of `peers` reads.
-    fn open(&self, index: usize, peers: usize) -> anyhow::Result<Vec<Box<dyn Partition>>> {
+    /// The name the lakehouse records the input's offsets under.
+    fn topic(&self) -> String {
+        match self {
+            Input::Kafka { topic, .. } => topic.clone(),
+            Input::Embedded {
+                seed, partitions, ..
+            } => format!("generator-seed-{seed}-of-{partitions}"),
+        }
+    }
+
+    fn partitions(&self) -> i32 {
+        match self {
+            Input::Kafka { partitions, .. } | Input::Embedded { partitions, .. } => *partitions,
+        }
+    }
+
+    /// The partitions worker `index` of `peers` reads, from where `resume` says.
+    fn open(
+        &self,
+        index: usize,
+        peers: usize,
+        resume: Option<&Position>,
+    ) -> anyhow::Result<Vec<Box<dyn Partition>>> {
         match self {
             Input::Kafka {
                 brokers,
@@ -274,7 +361,7 @@ impl Input {
                 ..
             } => {
                 let ids: Vec<i32> = assigned(*partitions, index, peers).collect();
-                dataflow::kafka::open_partitions(brokers, topic, &ids, *until_caught_up)
+                dataflow::kafka::open_partitions(brokers, topic, &ids, resume, *until_caught_up)
             }
             Input::Embedded {
                 config,
@@ -291,6 +378,9 @@ impl Input {
                         *partitions,
                         *count,
                         *rate,
+                        resume
+                            .and_then(|r| r.partitions.get(&p))
+                            .map_or(0, |at| at.resume),
                     )) as Box<dyn Partition>
                 })
                 .collect()),
@@ -334,6 +424,92 @@ impl std::fmt::Display for Input {
             ),
         }
     }
+}
+
+/// The lakehouse as this process opened it.
+struct Opened {
+    shared: Lakehouse,
+    resume: Option<Position>,
+    commit_interval: u64,
+    committer: Arc<std::sync::Mutex<Option<Committer>>>,
+}
+
+/// Opens the catalog (creating the tables if need be), finishes a commit a crash interrupted,
+/// and reads where the input resumes; a resumed run also reads back its last window.
+fn open_lakehouse(
+    args: &Args,
+    input: &Input,
+    rules: &Rules,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Opened> {
+    let config = CatalogConfig {
+        uri: args.catalog_uri.clone(),
+        name: args.catalog_name.clone(),
+        warehouse: args.warehouse.clone(),
+    };
+    let topic = input.topic();
+    let commit_interval = args.commit_interval * 1_000_000;
+    runtime.block_on(async {
+        let catalog = sink::catalog::open(&config)
+            .await
+            .with_context(|| format!("opening the lakehouse catalog in {}", config.warehouse))?;
+        let recorded = sink::commit::recover(catalog.as_ref(), &topic).await?;
+        let mut tables = Vec::new();
+        for t in Table::ALL {
+            tables.push(sink::catalog::load(catalog.as_ref(), t).await?);
+        }
+        let resume = recorded.as_ref().map(|r| r.position.clone());
+        let seeds = match &resume {
+            Some(p) => {
+                let r = &rules.rules.rapid_activity;
+                let since = p.boundary as i64 - i64::from(r.window_seconds) * 1_000_000;
+                let filter = Reference::new("event_time")
+                    .greater_than(Datum::timestamptz_micros(since))
+                    .and(Reference::new("late").equal_to(Datum::bool(false)));
+                let batches = sink::read::scan(&tables[0], None, Some(filter)).await?;
+                let seeds = dataflow::lakehouse::window_seeds(
+                    &batches,
+                    RapidParams {
+                        min_count: r.min_count,
+                        window_seconds: r.window_seconds,
+                        severity: r.severity,
+                    },
+                )?;
+                tracing::info!(
+                    "resuming {topic} from commit {} (boundary {}), with {} transactions of its last window",
+                    recorded.as_ref().map_or(0, |r| r.seq),
+                    model::EventTime::from_micros(p.boundary as i64),
+                    seeds.len()
+                );
+                Some(seeds)
+            }
+            None => None,
+        };
+        let committer = (args.process == 0).then(|| {
+            Committer::start(
+                catalog.clone(),
+                runtime.handle().clone(),
+                topic.clone(),
+                recorded.as_ref().map_or(0, |r| r.seq),
+            )
+        });
+        let committer = Arc::new(std::sync::Mutex::new(committer));
+        Ok(Opened {
+            shared: Lakehouse {
+                tables: Arc::new(tables),
+                runtime: runtime.handle().clone(),
+                commit_interval,
+                partitions: input.partitions(),
+                committer: committer.clone(),
+                start: resume.as_ref().map_or(0, |p| p.boundary),
+                resumed: resume.clone(),
+                seeds: Arc::new(std::sync::Mutex::new(seeds)),
+            },
+            resume,
+            commit_interval,
+            committer,
+        })
+    })
 }
 
 /// An emitter that drops everything (the progress line still counts it).

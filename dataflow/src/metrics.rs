@@ -25,6 +25,8 @@ impl Counter {
 pub struct Metrics {
     /// Records read from the input.
     pub read: Counter,
+    /// Records read again after a restart that were already in the tables, and skipped.
+    pub recovered: Counter,
     pub valid: Counter,
     pub invalid: Counter,
     pub late: Counter,
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub watermark: AtomicI64,
     /// The largest event time read, µs.
     pub max_event_time: AtomicI64,
+    /// The lakehouse committer's state, when the job commits.
+    pub commits: std::sync::OnceLock<std::sync::Arc<sink::commit::CommitStatus>>,
 }
 
 impl Metrics {
@@ -135,7 +139,7 @@ impl Metrics {
         let watermark = self.watermark.load(Ordering::Relaxed);
         let newest = self.max_event_time.load(Ordering::Relaxed);
         let lag = (newest - watermark) as f64 / 1e6;
-        let watermark = if watermark > 0 {
+        let watermark = if watermark > 0 && newest > 0 {
             format!(
                 "{}, {lag:.1} s behind the newest event",
                 model::EventTime::from_micros(watermark)
@@ -143,8 +147,24 @@ impl Metrics {
         } else {
             "not yet".into()
         };
+        let commits = self.commits.get().map_or(String::new(), |c| {
+            format!(
+                " | committed: {} rows, commit {}{}",
+                c.rows.load(Ordering::Relaxed),
+                c.committed.load(Ordering::Relaxed),
+                if c.retrying.load(Ordering::Relaxed) {
+                    " (waiting for the catalog or storage, retrying)"
+                } else {
+                    ""
+                }
+            )
+        });
+        let recovered = match self.recovered.get() {
+            0 => String::new(),
+            n => format!(" ({n} already committed, skipped)"),
+        };
         format!(
-            "dataflow: {} read{} | valid {}, invalid {}, late {} | alerts: high_value {}, rapid_activity {}, unusual_hour {} | watermark {watermark}",
+            "dataflow: {} read{recovered}{} | valid {}, invalid {}, late {} | alerts: high_value {}, rapid_activity {}, unusual_hour {} | watermark {watermark}{commits}",
             self.read.get(),
             rate.map(|r| format!(" ({r:.0}/s)")).unwrap_or_default(),
             self.valid.get(),

@@ -20,11 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use model::{validate_deferred, Deferred};
-use timely::dataflow::operators::generic::operator::source as timely_source;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, Stream};
 
 use crate::metrics::Metrics;
+use crate::progress::{committed, Mark, PartitionOffsets, Position, Stairs};
 
 /// The resolution of the dataflow's timestamps, in microseconds of event time.
 pub const GRANULE: u64 = 10_000;
@@ -69,6 +73,10 @@ pub enum Poll {
 
 /// One input partition: Kafka's, or the in-process generator's.
 pub trait Partition {
+    /// The partition's number.
+    fn id(&self) -> i32;
+    /// The offset of the next record it will return.
+    fn position(&self) -> i64;
     /// Appends up to `max` records to `out`.
     fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll;
 }
@@ -78,7 +86,7 @@ pub fn assigned(partitions: i32, index: usize, peers: usize) -> impl Iterator<It
     (0..partitions).filter(move |p| *p as usize % peers == index)
 }
 
-/// How a partition counts towards the watermark.
+/// How a partition counts towards the watermark, and where it stands for commits.
 struct Tracked {
     reader: Box<dyn Partition>,
     /// The largest event time read so far, in microseconds.
@@ -87,6 +95,10 @@ struct Tracked {
     /// is caught up and has been quiet for `idle_after` no longer holds the watermark back.
     quiet_since: Option<Instant>,
     done: bool,
+    /// Offsets for the commit marks (when the job commits).
+    stairs: Option<Stairs>,
+    /// Where a restart resumes this partition: records before `through` may be committed.
+    resumed: Option<PartitionOffsets>,
 }
 
 /// Settings of the source operator.
@@ -103,24 +115,52 @@ pub struct SourceConfig {
     /// finished: timely has no back-pressure of its own, and a source that reads faster than
     /// the rules run would otherwise fill memory with records in flight.
     pub max_lead: u64,
+    /// The commit interval (µs of event time), when the job commits to the lakehouse: the
+    /// source then reports [`Mark`]s at each boundary.
+    pub commit_interval: Option<u64>,
+    /// Where the last commit left the input, when resuming: the partitions are opened at their
+    /// `resume` offsets, records committed before are skipped, and the capability starts at
+    /// the boundary.
+    pub resume: Option<Position>,
 }
 
 /// The source operator: reads `partitions` (this worker's) into a stream of arrivals in event
-/// time. Ends (drops its capability) when every partition is done.
+/// time, and a stream of [`Mark`]s where its capability passes commit boundaries. Ends (drops
+/// its capabilities) when every partition is done.
 pub fn source<'scope>(
     scope: Scope<'scope, u64>,
     partitions: Vec<Box<dyn Partition>>,
     config: SourceConfig,
     metrics: Arc<Metrics>,
-    done: ProbeHandle<u64>,
+    judged: ProbeHandle<u64>,
     stop: Arc<AtomicBool>,
-) -> Stream<'scope, u64, Vec<Arrival>> {
-    timely_source(scope, "Source", move |capability, info| {
-        let activator = scope.activator_for(info.address);
-        let mut capability = Some(capability);
+) -> (
+    Stream<'scope, u64, Vec<Arrival>>,
+    Stream<'scope, u64, Vec<Mark>>,
+) {
+    let mut builder = OperatorBuilder::new("Source".to_owned(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    let (arrivals_out, arrivals) = builder.new_output::<Vec<Arrival>>();
+    let (marks_out, marks) = builder.new_output::<Vec<Mark>>();
+    let mut arrivals_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Arrival>>>::from(arrivals_out);
+    let mut marks_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Mark>>>::from(marks_out);
+
+    builder.build(move |mut capabilities| {
+        let marks_cap = capabilities.pop().expect("two outputs");
+        let data_cap = capabilities.pop().expect("two outputs");
+        // The watermark starts where the last commit ended: nothing before it is sent again.
+        let start = config.resume.as_ref().map_or(0, |r| r.boundary);
+        let mut capability = Some((data_cap.delayed(&start), marks_cap.delayed(&start)));
         let mut partitions: Vec<Tracked> = partitions
             .into_iter()
             .map(|reader| Tracked {
+                stairs: config
+                    .commit_interval
+                    .map(|i| Stairs::new(i, reader.position())),
+                resumed: config
+                    .resume
+                    .as_ref()
+                    .and_then(|r| r.partitions.get(&reader.id()).copied()),
                 reader,
                 max_seen: None,
                 quiet_since: None,
@@ -131,17 +171,22 @@ pub fn source<'scope>(
         // This activation's arrivals by time: a few dozen granules at most.
         let mut timed: BTreeMap<u64, Vec<Arrival>> = BTreeMap::new();
         // The exact watermark; the capability holds its granule.
-        let mut watermark = 0u64;
+        let mut watermark = start;
 
-        move |output| {
-            // Stopping (Ctrl-C) ends the input: what was read still flows to the end.
-            if stop.load(Ordering::Relaxed) {
-                capability = None;
-            }
-            let Some(cap) = capability.as_mut() else {
+        move |_frontiers| {
+            let mut arrivals_out = arrivals_out.activate();
+            let mut marks_out = marks_out.activate();
+            let Some((cap, marks_cap)) = capability.as_mut() else {
                 return;
             };
-            if done.less_than(&cap.time().saturating_sub(config.max_lead)) {
+            // Stopping (Ctrl-C) ends the input: what was read still flows to the end.
+            let finished = stop.load(Ordering::Relaxed) || partitions.iter().all(|p| p.done);
+            if finished {
+                step_marks(&mut partitions, *cap.time(), u64::MAX, watermark, marks_cap, &mut marks_out);
+                capability = None;
+                return;
+            }
+            if judged.less_than(&cap.time().saturating_sub(config.max_lead)) {
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }
@@ -162,12 +207,24 @@ pub fn source<'scope>(
                 for raw in buffer.drain(..) {
                     let verdict = validate_deferred(&raw.payload);
                     let time = verdict.event_time().map(|t| t.as_micros().max(0) as u64);
+                    if let (Some(position), Some(at)) = (&config.resume, &part.resumed) {
+                        if committed(position, at, raw.offset, time) {
+                            if let Some(s) = part.stairs.as_mut() {
+                                s.skipped(raw.offset);
+                            }
+                            metrics.recovered.add(1);
+                            continue;
+                        }
+                    }
                     if let Some(t) = time {
                         part.max_seen = Some(part.max_seen.map_or(t, |m| m.max(t)));
                     }
                     // Invalid records have no event time: they go out at the watermark.
                     let late = time.is_some_and(|t| t < watermark);
                     let at = granule(time.unwrap_or(watermark)).max(*cap.time());
+                    if let Some(s) = part.stairs.as_mut() {
+                        s.sent(raw.offset, at);
+                    }
                     timed
                         .entry(at)
                         .or_default()
@@ -180,19 +237,28 @@ pub fn source<'scope>(
             // One message per timestamp, each partition's records in their order.
             for (t, mut arrivals) in std::mem::take(&mut timed) {
                 let at = cap.delayed(&t);
-                output.session(&at).give_container(&mut arrivals);
+                arrivals_out.session(&at).give_container(&mut arrivals);
             }
 
-            if partitions.iter().all(|p| p.done) {
-                capability = None;
-                return;
-            }
             if let Some(w) = local_watermark(&partitions, &config) {
-                if w > watermark {
-                    watermark = w;
-                    if granule(w) > *cap.time() {
-                        cap.downgrade(&granule(w));
+                watermark = watermark.max(w);
+                let now = *cap.time();
+                let mut to = granule(watermark);
+                // A resumed partition re-reads up to its `through` before the capability
+                // passes a boundary: the next commit's offsets must cover all the last one did.
+                if let Some(interval) = config.commit_interval {
+                    let rereading = partitions.iter().any(|p| {
+                        p.resumed
+                            .is_some_and(|r| !p.done && p.reader.position() < r.through)
+                    });
+                    if rereading {
+                        to = to.min((start / interval + 1) * interval - GRANULE);
                     }
+                }
+                if to > now {
+                    step_marks(&mut partitions, now, to, watermark, marks_cap, &mut marks_out);
+                    cap.downgrade(&to);
+                    marks_cap.downgrade(&to);
                 }
             }
             if any_ready {
@@ -201,7 +267,27 @@ pub fn source<'scope>(
                 activator.activate_after(Duration::from_millis(1));
             }
         }
-    })
+    });
+    (arrivals, marks)
+}
+
+/// Reports, before the capability moves from `from` to `to`, the partitions' marks for the
+/// commit boundaries it passes (sent at `from`, so they arrive before the boundaries close).
+fn step_marks(
+    partitions: &mut [Tracked],
+    from: u64,
+    to: u64,
+    watermark: u64,
+    cap: &Capability<u64>,
+    out: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<Mark>>>,
+) {
+    let mut session = out.session(cap);
+    for part in partitions.iter_mut() {
+        let id = part.reader.id();
+        if let Some(mark) = part.stairs.as_mut().and_then(|s| s.step(id, from, to, watermark)) {
+            session.give(mark);
+        }
+    }
 }
 
 /// The watermark of one worker's partitions: over those that are not done and not idle, the
@@ -223,7 +309,10 @@ fn local_watermark(partitions: &[Tracked], config: &SourceConfig) -> Option<u64>
 
 /// A partition read from memory, in the given order: for tests and replays.
 pub struct Replay {
+    id: i32,
     records: std::collections::VecDeque<RawRecord>,
+    /// The offset after the last record.
+    end: i64,
 }
 
 impl Replay {
@@ -239,12 +328,19 @@ impl Replay {
                 key,
                 payload,
             })
-            .collect();
-        Replay { records }
+            .collect::<std::collections::VecDeque<_>>();
+        let end = records.len() as i64;
+        Replay { id, records, end }
     }
 }
 
 impl Partition for Replay {
+    fn id(&self) -> i32 {
+        self.id
+    }
+    fn position(&self) -> i64 {
+        self.records.front().map_or(self.end, |r| r.offset)
+    }
     fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll {
         let n = max.min(self.records.len());
         out.extend(self.records.drain(..n));

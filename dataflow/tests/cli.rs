@@ -3,16 +3,19 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn dataflow() -> Command {
+/// The binary, run from the workspace root (where the default rules file lives), with a
+/// lakehouse of its own that lives as long as the returned directory.
+fn dataflow() -> (Command, tempfile::TempDir) {
+    let warehouse = tempfile::tempdir().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_dataflow"));
-    // Run from the workspace root, where the default rules file lives.
     c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    c
+    c.env("ICEBERG_WAREHOUSE", warehouse.path());
+    (c, warehouse)
 }
 
 #[test]
 fn help_explains_the_flags() {
-    let out = dataflow().arg("--help").output().unwrap();
+    let out = dataflow().0.arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in [
         "--workers",
@@ -23,6 +26,9 @@ fn help_explains_the_flags() {
         "--rules",
         "RULES_FILE",
         "KAFKA_BROKERS",
+        "--catalog-uri",
+        "ICEBERG_WAREHOUSE",
+        "--commit-interval",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -30,7 +36,8 @@ fn help_explains_the_flags() {
 
 #[test]
 fn a_bounded_embedded_run_reports_what_it_did() {
-    let out = dataflow()
+    let (mut dataflow, _warehouse) = dataflow();
+    let out = dataflow
         .args([
             "--rate",
             "0",
@@ -66,6 +73,7 @@ fn a_bad_rules_file_is_refused_at_start() {
     let path = dir.path().join("rules.yaml");
     std::fs::write(&path, "rules: {rapid_activity: {min_count: 0}}\n").unwrap();
     let out = dataflow()
+        .0
         .args(["--rules", path.to_str().unwrap(), "--count", "1"])
         .output()
         .unwrap();
@@ -80,6 +88,7 @@ fn a_bad_rules_file_is_refused_at_start() {
 #[test]
 fn an_unreachable_broker_is_reported() {
     let out = dataflow()
+        .0
         .args(["--brokers", "127.0.0.1:1", "--connect-timeout", "2"])
         .output()
         .unwrap();
@@ -93,7 +102,8 @@ fn an_unreachable_broker_is_reported() {
 
 #[test]
 fn ctrl_c_stops_in_order() {
-    let child = dataflow()
+    let (mut dataflow, _warehouse) = dataflow();
+    let child = dataflow
         .args(["--progress", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -35,6 +35,7 @@ fn a_new_threshold_applies_from_one_point_of_the_stream() {
     std::fs::write(&generator, "patterns: {high_value: 0.05, night: 0}\n").unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_dataflow"))
+        .arg("--no-lakehouse")
         .args([
             "--rules",
             rules.to_str().unwrap(),

@@ -41,7 +41,10 @@ fn alerts_of(
             idle_after: Duration::from_secs(1),
             batch: 7,
             max_lead: 2_000_000,
+            commit_interval: None,
+            resume: None,
         },
+        lakehouse: None,
     };
     let out = collected.clone();
     run(

@@ -1,5 +1,15 @@
-//! The Iceberg lakehouse (issue 5, being built): the tables' schemas and partition specs
-//! ([`schema`]) so far; the catalog, the Parquet writers, the frontier-driven commit protocol
-//! and table maintenance come next.
+//! The Iceberg lakehouse: the tables' schemas and partition specs ([`schema`]), the catalog
+//! ([`catalog`]), rows as Arrow batches ([`rows`]), Parquet data files ([`writer`]), the
+//! exactly-once commit protocol ([`commit`], with the input's [`progress`] it records) and
+//! reading a table back ([`read`]).
 
+pub mod catalog;
+pub mod commit;
+pub mod progress;
+pub mod read;
+pub mod rows;
 pub mod schema;
+pub mod writer;
+
+#[cfg(test)]
+mod test_support;

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use arrow::record_batch::RecordBatch;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -185,4 +186,79 @@ pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
     (dir, path)
+}
+
+/// The tables as the pipeline committed them, read back through the same catalog with
+/// iceberg-rust (`sink::read::scan` of each current snapshot).
+pub struct Tables {
+    pub transactions: Vec<RecordBatch>,
+    pub alerts: Vec<RecordBatch>,
+    pub dead_letters: Vec<RecordBatch>,
+    /// Each table's current snapshot summary.
+    pub summaries: Vec<std::collections::HashMap<String, String>>,
+}
+
+/// Reads every table of the lakehouse in `warehouse` (its default SQLite catalog).
+pub fn read_tables(warehouse: &Path) -> Tables {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = sink::catalog::CatalogConfig {
+            warehouse: warehouse.display().to_string(),
+            ..Default::default()
+        };
+        let catalog = sink::catalog::open(&config).await.expect("catalog");
+        let mut batches = Vec::new();
+        let mut summaries = Vec::new();
+        for t in sink::schema::Table::ALL {
+            let table = sink::catalog::load(catalog.as_ref(), t).await.expect("table");
+            summaries.push(
+                table
+                    .metadata()
+                    .current_snapshot()
+                    .map(|s| s.summary().additional_properties.clone())
+                    .unwrap_or_default(),
+            );
+            batches.push(sink::read::scan(&table, None, None).await.expect("scan"));
+        }
+        let dead_letters = batches.pop().unwrap();
+        let alerts = batches.pop().unwrap();
+        let transactions = batches.pop().unwrap();
+        Tables {
+            transactions,
+            alerts,
+            dead_letters,
+            summaries,
+        }
+    })
+}
+
+/// Each row of `batches` as one text (its columns but `skip`, in order), sorted: two tables
+/// hold the same rows exactly when these are equal.
+pub fn row_texts(batches: &[RecordBatch], skip: &[&str]) -> Vec<String> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut rows = Vec::new();
+    for b in batches {
+        let schema = b.schema();
+        let columns: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .filter(|(_, f)| !skip.contains(&f.name().as_str()))
+            .map(|(c, _)| ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            let mut row = String::new();
+            for c in &columns {
+                use std::fmt::Write as _;
+                let _ = write!(row, "{}\u{1f}", c.value(i));
+            }
+            rows.push(row);
+        }
+    }
+    rows.sort_unstable();
+    rows
 }

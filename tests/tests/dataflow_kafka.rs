@@ -68,11 +68,15 @@ fn run(topic: &str, label: &str, processes: &[Vec<&str>]) -> (Vec<Consumed>, Vec
     let dead = format!("{topic}-dead-{label}");
     create_topic(&alerts, 2);
     create_topic(&dead, 2);
+    // The processes of one job share a lakehouse.
+    let warehouse = tempfile::tempdir().unwrap();
     let children: Vec<Child> = processes
         .iter()
         .map(|extra| {
             bin("dataflow")
                 .args(["--brokers", brokers(), "--input-topic", topic])
+                .arg("--warehouse")
+                .arg(warehouse.path())
                 .args(["--alerts-topic", &alerts, "--dead-letter-topic", &dead])
                 .args(["--until-caught-up", "--progress", "0"])
                 .args(extra)
