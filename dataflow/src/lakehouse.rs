@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
-use model::{AccountId, Amount, Currency, EventTime};
+use model::{AccountId, Amount, Currency, EventTime, Rule};
 use sink::commit::{decode_files, encode_files, Commit, Committer};
 use sink::rows::{AlertRows, DeadLetterRows, TransactionRows};
 use sink::schema::Table;
@@ -122,20 +122,22 @@ pub fn outputs<'scope>(
                 let Some(cap) = cap.retain_least(0) else {
                     return;
                 };
-                let interval = *cap.time() / lake.commit_interval;
-                let o = open.entry(interval).or_insert_with(|| Open {
-                    cap: cap.clone(),
-                    transactions: TransactionRows::default(),
-                    alerts: AlertRows::default(),
-                    dead_letters: DeadLetterRows::default(),
-                    files: Default::default(),
-                });
-                if cap.time() < o.cap.time() {
-                    o.cap = cap;
-                }
                 let now = EventTime::now();
+                let at = *cap.time();
                 for v in data.drain(..) {
                     emit(&mut *out, &v);
+                    let o = open
+                        .entry(record_time(&v, at) / lake.commit_interval)
+                        .or_insert_with(|| Open {
+                            cap: cap.clone(),
+                            transactions: TransactionRows::default(),
+                            alerts: AlertRows::default(),
+                            dead_letters: DeadLetterRows::default(),
+                            files: Default::default(),
+                        });
+                    if cap.time() < o.cap.time() {
+                        o.cap = cap.clone();
+                    }
                     match v {
                         Verdict::Valid(v) => {
                             o.transactions
@@ -146,7 +148,9 @@ pub fn outputs<'scope>(
                         Verdict::Window(..) => {}
                     }
                 }
-                flush(lake, &prefix, o, FILE_ROWS);
+                for o in open.values_mut() {
+                    flush(lake, &prefix, o, FILE_ROWS);
+                }
             });
             out.flush();
             let Some(lake) = lakehouse.as_ref() else {
@@ -154,8 +158,10 @@ pub fn outputs<'scope>(
             };
             let frontier = frontier.frontier();
             while let Some((&interval, _)) = open.first_key_value() {
+                // Rows of the interval can come until its end itself (a rapid_activity alert
+                // goes out at its transaction's time rounded up to a second).
                 let end = (interval + 1).saturating_mul(lake.commit_interval);
-                if frontier.iter().any(|t| *t < end) {
+                if frontier.iter().any(|t| *t <= end) {
                     break;
                 }
                 let (_, mut o) = open.pop_first().expect("non-empty");
@@ -173,6 +179,19 @@ pub fn outputs<'scope>(
             }
         }
     })
+}
+
+/// The time of the record a row comes from, which decides its interval: the time the row goes
+/// out (`at`), except for a rapid_activity alert, which goes out when its window is complete,
+/// up to a second after its transaction (never late, so at its event time's granule). A row
+/// and its record are thus always committed together, which a restart relies on.
+fn record_time(v: &Verdict, at: u64) -> u64 {
+    match v {
+        Verdict::Alert(a) if a.rule == Rule::RapidActivity => {
+            crate::source::granule(a.event_time.as_micros().max(0) as u64)
+        }
+        _ => at,
+    }
 }
 
 fn emit(out: &mut dyn Emitter, v: &Verdict) {
@@ -275,9 +294,10 @@ pub fn commit<'scope>(
                         h.downgrade(&t);
                     }
                 }
+                // A boundary closes once the frontier is past it (see `outputs`).
                 let boundary = match least {
                     None => u64::MAX,
-                    Some(t) => t / lake.commit_interval * lake.commit_interval,
+                    Some(t) => t.saturating_sub(1) / lake.commit_interval * lake.commit_interval,
                 };
                 if boundary <= last || held.is_none() {
                     return;

@@ -6,7 +6,8 @@
 //! validated as far as the rules allow ([`model::validate_deferred`]) so that its event time is
 //! known, and is sent at that time. The worker's capability is its watermark: the least, over
 //! its partitions that are not idle, of the largest event time read minus the allowed
-//! lateness. A record older than that is *late*: it is sent at the watermark instead, marked.
+//! lateness. A record older than that, or than its own partition's newest event time minus the
+//! lateness, is *late*: it is sent at the watermark instead, marked.
 //! The frontier downstream is the least of all workers' watermarks: the contract's watermark.
 //!
 //! The dataflow's time is event time in microseconds rounded down to a [`GRANULE`] of 10 ms:
@@ -216,11 +217,20 @@ pub fn source<'scope>(
                             continue;
                         }
                     }
+                    // Late: older than the watermark, or than its own partition's newest event
+                    // time minus the lateness. In a backfill the watermark is never ahead of
+                    // the second, so `late` depends on the input alone, not on how fast each
+                    // partition happens to be read (a restart judges every record the same).
+                    let late = time.is_some_and(|t| {
+                        t < watermark
+                            || part
+                                .max_seen
+                                .is_some_and(|m| t.saturating_add(config.lateness) < m)
+                    });
                     if let Some(t) = time {
                         part.max_seen = Some(part.max_seen.map_or(t, |m| m.max(t)));
                     }
                     // Invalid records have no event time: they go out at the watermark.
-                    let late = time.is_some_and(|t| t < watermark);
                     let at = granule(time.unwrap_or(watermark)).max(*cap.time());
                     if let Some(s) = part.stairs.as_mut() {
                         s.sent(raw.offset, at);

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use e2e::{bin, brokers, create_topic, read_all, read_tables, row_texts, temp_file, unique_topic};
 use model::{validate, Rules, Transaction};
@@ -273,7 +273,7 @@ fn sigkill_at_twenty_random_moments_changes_no_row() {
 fn a_locked_catalog_delays_commits_and_loses_nothing() {
     let input = input();
     let warehouse = tempfile::tempdir().unwrap();
-    let mut child = dataflow(warehouse.path(), &["--commit-interval", "1"])
+    let child = dataflow(warehouse.path(), &["--commit-interval", "1"])
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
         .spawn()
