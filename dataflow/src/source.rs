@@ -6,8 +6,8 @@
 //! validated as far as the rules allow ([`model::validate_deferred`]) so that its event time is
 //! known, and is sent at that time. The worker's capability is its watermark: the least, over
 //! its partitions that are not idle, of the largest event time read minus the allowed
-//! lateness. A record older than that, or than its own partition's newest event time minus the
-//! lateness, is *late*: it is sent at the watermark instead, marked.
+//! lateness. A record older than that, or than its partition's own watermark (advanced a block
+//! of offsets at a time, see [`BLOCK`]), is *late*: it is sent at the watermark instead, marked.
 //! The frontier downstream is the least of all workers' watermarks: the contract's watermark.
 //!
 //! The dataflow's time is event time in microseconds rounded down to a [`GRANULE`] of 10 ms:
@@ -92,6 +92,11 @@ struct Tracked {
     reader: Box<dyn Partition>,
     /// The largest event time read so far, in microseconds.
     max_seen: Option<u64>,
+    /// The partition's own watermark for `late`: the largest event time of the blocks of
+    /// [`BLOCK`] offsets before the current one, and the current block's number and largest.
+    sealed_max: Option<u64>,
+    block: Option<i64>,
+    block_max: Option<u64>,
     /// When the reader last had nothing to read, if it has had nothing since: a partition that
     /// is caught up and has been quiet for `idle_after` no longer holds the watermark back.
     quiet_since: Option<Instant>,
@@ -100,6 +105,32 @@ struct Tracked {
     stairs: Option<Stairs>,
     /// Where a restart resumes this partition: records before `through` may be committed.
     resumed: Option<PartitionOffsets>,
+}
+
+/// Offsets per block of a partition's own watermark (see [`Tracked::read`]).
+pub const BLOCK: i64 = 256;
+
+impl Tracked {
+    /// Tracks the event time of the record at `offset`, read in offset order.
+    ///
+    /// Besides the watermark, each partition has its own, advanced a block of offsets at a
+    /// time: the largest event time of the blocks before the current one. A record older than it
+    /// minus the lateness is late too. That makes `late` a function of the input alone: the
+    /// watermark depends on how fast each partition happens to be read, and is never ahead of
+    /// this one in a backfill (it waits for every partition's first block), so a restart or
+    /// another number of workers judges every record the same. Records within a block are not
+    /// judged against each other, as records read in one go are not by the watermark.
+    fn read(&mut self, offset: i64, time: Option<u64>) {
+        let block = offset.div_euclid(BLOCK);
+        if self.block.is_some_and(|b| b < block) {
+            self.sealed_max = self.sealed_max.max(self.block_max.take());
+        }
+        self.block = Some(block);
+        if let Some(t) = time {
+            self.block_max = self.block_max.max(Some(t));
+            self.max_seen = self.max_seen.max(Some(t));
+        }
+    }
 }
 
 /// Settings of the source operator.
@@ -164,6 +195,9 @@ pub fn source<'scope>(
                     .and_then(|r| r.partitions.get(&reader.id()).copied()),
                 reader,
                 max_seen: None,
+                sealed_max: None,
+                block: None,
+                block_max: None,
                 quiet_since: None,
                 done: false,
             })
@@ -217,19 +251,13 @@ pub fn source<'scope>(
                             continue;
                         }
                     }
-                    // Late: older than the watermark, or than its own partition's newest event
-                    // time minus the lateness. In a backfill the watermark is never ahead of
-                    // the second, so `late` depends on the input alone, not on how fast each
-                    // partition happens to be read (a restart judges every record the same).
                     let late = time.is_some_and(|t| {
                         t < watermark
                             || part
-                                .max_seen
+                                .sealed_max
                                 .is_some_and(|m| t.saturating_add(config.lateness) < m)
                     });
-                    if let Some(t) = time {
-                        part.max_seen = Some(part.max_seen.map_or(t, |m| m.max(t)));
-                    }
+                    part.read(raw.offset, time);
                     // Invalid records have no event time: they go out at the watermark.
                     let at = granule(time.unwrap_or(watermark)).max(*cap.time());
                     if let Some(s) = part.stairs.as_mut() {
@@ -311,6 +339,8 @@ fn local_watermark(partitions: &[Tracked], config: &SourceConfig) -> Option<u64>
     });
     let mut least = None::<u64>;
     for p in holding {
+        // Until its first block is read, a partition holds the watermark (see `Tracked::read`).
+        p.sealed_max?;
         let w = p.max_seen?.saturating_sub(config.lateness);
         least = Some(least.map_or(w, |x: u64| x.min(w)));
     }
