@@ -1,10 +1,11 @@
 //! The Iceberg lakehouse: the tables' schemas and partition specs ([`schema`]), the catalog
 //! ([`catalog`]), rows as Arrow batches ([`rows`]), Parquet data files ([`writer`]), the
-//! exactly-once commit protocol ([`commit`], with the input's [`progress`] it records) and
-//! reading a table back ([`read`]).
+//! exactly-once commit protocol ([`commit`], with the input's [`progress`] it records),
+//! reading a table back ([`read`]) and maintenance iceberg-rust lacks ([`maintenance`]).
 
 pub mod catalog;
 pub mod commit;
+pub mod maintenance;
 pub mod progress;
 pub mod read;
 pub mod rows;

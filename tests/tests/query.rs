@@ -1,0 +1,232 @@
+//! `query` over tables made by the real pipeline (generator → broker → dataflow), each read
+//! checked against a count computed independently: from the input records themselves, or from
+//! the snapshot summaries iceberg-rust wrote at commit time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use e2e::{bin, brokers, create_topic, read_all, temp_file, unique_topic};
+use model::{validate, Rules, Transaction};
+
+struct Lake {
+    warehouse: tempfile::TempDir,
+    valid: Vec<Transaction>,
+}
+
+/// 200 000 generator records through the broker and `dataflow --until-caught-up`, committed
+/// every 2 s of event time (so that there are snapshots to travel to).
+fn lake() -> &'static Lake {
+    static LAKE: OnceLock<Lake> = OnceLock::new();
+    LAKE.get_or_init(|| {
+        let topic = unique_topic("e2e-query");
+        create_topic(&topic, 4);
+        create_topic(&format!("{topic}-alerts"), 1);
+        create_topic(&format!("{topic}-dead"), 1);
+        let (_dir, config) = temp_file(
+            "generator.yaml",
+            "accounts: 2000\ninvalid: {share: 0.02}\npatterns: {high_value: 0.01, night: 0.01, bursts: {share: 0.01}}\n",
+        );
+        let status = bin("generator")
+            .args(["--brokers", brokers(), "--topic", &topic])
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--seed", "9", "--count", "200000", "--rate", "0", "--progress", "0"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let warehouse = tempfile::tempdir().unwrap();
+        let out = bin("dataflow")
+            .args(["--brokers", brokers(), "--input-topic", &topic])
+            .args(["--alerts-topic", &format!("{topic}-alerts")])
+            .args(["--dead-letter-topic", &format!("{topic}-dead")])
+            .arg("--warehouse")
+            .arg(warehouse.path())
+            .args(["--until-caught-up", "--progress", "0", "-w", "2", "--commit-interval", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rules = Rules::default();
+        let valid = read_all(&topic)
+            .iter()
+            .filter_map(|c| validate(&c.value, &rules).ok())
+            .collect();
+        Lake { warehouse, valid }
+    })
+}
+
+/// `query ARGS --format json` on the lake: its rows, or its error message.
+fn query(warehouse: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>, String> {
+    let out = bin("query")
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args(["--format", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    Ok(v.as_array().unwrap().clone())
+}
+
+fn count(warehouse: &Path, args: &[&str]) -> usize {
+    query(warehouse, &[args, &["--limit", "0"]].concat()).unwrap().len()
+}
+
+#[test]
+fn reads_and_their_filters_match_the_input() {
+    let lake = lake();
+    let wh = lake.warehouse.path();
+    assert_eq!(count(wh, &["--table", "transactions"]), lake.valid.len());
+
+    // One account, one day, both.
+    let account = lake.valid[17].account_id.to_string();
+    let of_account = lake.valid.iter().filter(|t| t.account_id.to_string() == account).count();
+    assert!(of_account > 1);
+    assert_eq!(count(wh, &["--account-id", &account]), of_account);
+    let mut by_day: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &lake.valid {
+        *by_day.entry(t.event_time.to_string()[..10].to_owned()).or_default() += 1;
+    }
+    for (day, n) in &by_day {
+        assert_eq!(count(wh, &["--date-range", day, day]), *n, "{day}");
+        let of_both = lake
+            .valid
+            .iter()
+            .filter(|t| t.account_id.to_string() == account && t.event_time.to_string().starts_with(day.as_str()))
+            .count();
+        assert_eq!(count(wh, &["--date-range", day, day, "--account-id", &account]), of_both);
+    }
+    assert_eq!(count(wh, &["--date-range", "2001-01-01", "2001-01-31"]), 0);
+
+    // --limit, and the row's values.
+    let rows = query(wh, &["--account-id", &account, "--limit", "1"]).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["account_id"], account.as_str());
+
+    // Alerts joined to their transactions: every alert has its transaction.
+    let alerts = count(wh, &["--table", "alerts"]);
+    assert!(alerts > 100);
+    assert_eq!(count(wh, &["--join-alerts"]), alerts);
+    let joined = query(wh, &["--join-alerts", "--account-id", &account, "--limit", "0"]).unwrap();
+    assert!(joined.iter().all(|r| r["account_id"] == account.as_str() && r["rule"].is_string()));
+
+    // SQL over the views.
+    let rows = query(wh, &["--sql", "SELECT count(*) AS n FROM transactions WHERE NOT late"]).unwrap();
+    let on_time = rows[0]["n"].as_u64().unwrap() as usize;
+    assert!(on_time > 0 && on_time <= lake.valid.len());
+}
+
+#[test]
+fn time_travel_returns_what_each_snapshot_held() {
+    let lake = lake();
+    let wh = lake.warehouse.path();
+    let snaps = query(wh, &["snapshots", "--table", "transactions"]).unwrap();
+    assert!(snaps.len() > 3, "commits every 2 s of event time");
+    for s in [&snaps[1], &snaps[snaps.len() / 2]] {
+        let summary: serde_json::Value = serde_json::from_str(s["summary"].as_str().unwrap()).unwrap();
+        let total: usize = summary["total-records"].as_str().unwrap().parse().unwrap();
+        let id = s["snapshot_id"].to_string();
+        assert_eq!(count(wh, &["--snapshot-id", &id]), total, "snapshot {id}");
+        // As of the snapshot's commit time: the table then (a later snapshot may share the
+        // millisecond, so at least as many rows).
+        let at = s["committed_at"].as_str().unwrap();
+        assert!(count(wh, &["--as-of-timestamp", at]) >= total);
+    }
+    let err = query(wh, &["--as-of-timestamp", "2001-01-01T00:00:00Z"]).unwrap_err();
+    assert!(err.contains("no snapshot at or before"), "{err}");
+}
+
+#[test]
+fn errors_a_user_can_act_on() {
+    let wh = lake().warehouse.path();
+    let err = query(wh, &["--table", "payments"]).unwrap_err();
+    assert!(err.contains("unknown table payments"), "{err}");
+    let err = query(wh, &["--sql", "SELEC 1"]).unwrap_err();
+    assert!(err.contains("syntax error"), "{err}");
+    let err = query(wh, &["--snapshot-id", "42"]).unwrap_err();
+    assert!(err.contains("has no snapshot 42"), "{err}");
+}
+
+#[test]
+fn add_column_keeps_old_rows_and_the_pipeline_writing() {
+    let warehouse = tempfile::tempdir().unwrap();
+    let wh = warehouse.path();
+    let dataflow = |count: &str| {
+        let out = bin("dataflow")
+            .arg("--warehouse")
+            .arg(wh)
+            .args(["--rate", "0", "--count", count, "--until-caught-up", "--quiet"])
+            .args(["--progress", "0", "-w", "2", "--commit-interval", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    dataflow("20000");
+    let before = count(wh, &[]);
+    let out = bin("query")
+        .arg("--warehouse")
+        .arg(wh)
+        .args(["add-column", "--table", "transactions", "review_note", "string"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = query(wh, &["add-column", "--table", "transactions", "review_note", "string"]).unwrap_err();
+    assert!(err.contains("already has a column review_note"), "{err}");
+
+    // The same stream, further: the run resumes after the first 20 000 and commits the rest.
+    dataflow("40000");
+    let after = count(wh, &[]);
+    assert!(after > before, "the pipeline committed after the change");
+    let rows = query(
+        wh,
+        &["--sql", "SELECT count(*) AS n, count(review_note) AS noted FROM transactions"],
+    )
+    .unwrap();
+    assert_eq!(rows[0]["n"].as_u64().unwrap() as usize, after);
+    assert_eq!(rows[0]["noted"], 0, "old and new rows read the new column as NULL");
+}
+
+#[test]
+fn expire_snapshots_keeps_the_current_rows_and_drops_old_snapshots() {
+    let warehouse = tempfile::tempdir().unwrap();
+    let wh = warehouse.path();
+    let out = bin("dataflow")
+        .arg("--warehouse")
+        .arg(wh)
+        .args(["--rate", "0", "--count", "30000", "--until-caught-up", "--quiet"])
+        .args(["--progress", "0", "-w", "2", "--commit-interval", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let snaps = query(wh, &["snapshots", "--table", "transactions"]).unwrap();
+    assert!(snaps.len() > 3);
+    let oldest = snaps[0]["snapshot_id"].to_string();
+    let rows = count(wh, &[]);
+    // The manifest lists (one per snapshot) on disk.
+    let lists = || {
+        std::fs::read_dir(wh.join("finance/transactions/metadata"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap-"))
+            .count()
+    };
+    assert_eq!(lists(), snaps.len());
+
+    let out = bin("query")
+        .arg("--warehouse")
+        .arg(wh)
+        .args(["expire-snapshots", "--older-than", "0s", "--retain-last", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("transactions:") && stderr.contains("snapshots expired"), "{stderr}");
+
+    assert_eq!(query(wh, &["snapshots", "--table", "transactions"]).unwrap().len(), 2);
+    assert_eq!(count(wh, &[]), rows, "the current snapshot's rows are all there");
+    let err = query(wh, &["--snapshot-id", &oldest]).unwrap_err();
+    assert!(err.contains("has no snapshot"), "{err}");
+    assert_eq!(lists(), 2, "the expired snapshots' manifest lists are deleted");
+}
