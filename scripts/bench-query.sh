@@ -18,13 +18,14 @@ printf 'accounts: 1000000\nseeded_clock: {start: 2026-03-01T00:00:00Z, records_p
 Q=("$BIN/query" --warehouse "$OUT/wh")
 ACC=$("${Q[@]}" --limit 1 --format csv 2>/dev/null | tail -1 | cut -d, -f2)
 DAY=2026-03-05
+NEXT=2026-03-06
 echo "$(find "$OUT/wh/finance/transactions/data" -name '*.parquet' | wc -l) data files; day $DAY, account $ACC"
 t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); python3 -c "print(f'{$e - $s:.2f}')"; }
 printf '%-6s %10s %10s %12s %10s %12s\n' round full-scan day day-no-prune account acct-no-prune
 for r in $(seq "$ROUNDS"); do
   full=$(t "${Q[@]}" --sql "SELECT * FROM transactions" --format csv)
   day=$(t "${Q[@]}" --date-range $DAY $DAY --limit 0 --format csv)
-  dayall=$(t "${Q[@]}" --format csv --sql "SELECT * FROM transactions WHERE event_time >= TIMESTAMPTZ '${DAY}T00:00:00Z' AND event_time < TIMESTAMPTZ '${DAY}T00:00:00Z' + INTERVAL 1 DAY ORDER BY event_time")
+  dayall=$(t "${Q[@]}" --format csv --sql "SELECT * FROM transactions WHERE event_time >= TIMESTAMPTZ '${DAY}T00:00:00Z' AND event_time < TIMESTAMPTZ '${NEXT}T00:00:00Z' ORDER BY event_time")
   acct=$(t "${Q[@]}" --account-id "$ACC" --limit 0 --format csv)
   acctall=$(t "${Q[@]}" --format csv --sql "SELECT * FROM transactions WHERE account_id = '$ACC' ORDER BY event_time")
   printf '%-6s %10s %10s %12s %10s %12s\n' "$r" "$full" "$day" "$dayall" "$acct" "$acctall"
