@@ -41,6 +41,9 @@ use crate::rapid_activity::Windowed;
 /// analytics-sized row groups (one per file), bounded so that a worker's memory is too.
 const FILE_ROWS: usize = 256 * 1024;
 
+/// Window entries by account number.
+pub type Seeds = Vec<(u32, Windowed)>;
+
 /// What every worker needs to write and commit.
 #[derive(Clone)]
 pub struct Lakehouse {
@@ -59,7 +62,7 @@ pub struct Lakehouse {
     /// Where the last commit left the input, if anything was committed before.
     pub resumed: Option<crate::progress::Position>,
     /// A resumed run's window entries ([`window_seeds`]), taken by worker 0.
-    pub seeds: Arc<Mutex<Option<Vec<(u32, Windowed)>>>>,
+    pub seeds: Arc<Mutex<Option<Seeds>>>,
 }
 
 /// The window seeds as a stream: all at the earliest seed's time, then nothing.

@@ -126,7 +126,7 @@ impl Stairs {
 /// Whether the record at `offset` of a partition that resumes at `at` was committed before the
 /// restart (see the module's documentation). `event_time` is the record's, if it has one (µs).
 pub fn committed(position: &Position, at: &PartitionOffsets, offset: i64, event_time: Option<u64>) -> bool {
-    offset < at.through && !event_time.is_some_and(|e| granule(e) >= position.boundary)
+    offset < at.through && event_time.is_none_or(|e| granule(e) < position.boundary)
 }
 
 /// The marks of every partition, gathered until a commit needs them.
