@@ -453,7 +453,21 @@ fn open_lakehouse(
         let catalog = sink::catalog::open(&config)
             .await
             .with_context(|| format!("opening the lakehouse catalog in {}", config.warehouse))?;
-        let recorded = sink::commit::recover(catalog.as_ref(), &topic).await?;
+        // Process 0 commits, so it finishes an interrupted commit; the others wait for it.
+        let finish = args.process == 0;
+        let mut waited = 0;
+        let recorded = loop {
+            match sink::commit::recover(catalog.as_ref(), &topic, finish).await {
+                Err(e) if e.is::<sink::commit::Unfinished>() && waited < 120 => {
+                    if waited % 10 == 0 {
+                        tracing::info!("{e}; waiting");
+                    }
+                    waited += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                other => break other?,
+            }
+        };
         let mut tables = Vec::new();
         for t in Table::ALL {
             tables.push(sink::catalog::load(catalog.as_ref(), t).await?);

@@ -215,9 +215,20 @@ pub async fn commit(
     Ok(())
 }
 
-/// On start: finishes the last commit of `topic` if a crash interrupted it, and returns what
-/// the tables record for `topic` (all three at the same commit), if anything.
-pub async fn recover(catalog: &dyn Catalog, topic: &str) -> anyhow::Result<Option<Recorded>> {
+/// What [`recover`] found when told not to finish an interrupted commit.
+#[derive(Debug, thiserror::Error)]
+#[error("commit {0} of the input is unfinished: the committing process finishes it")]
+pub struct Unfinished(pub u64);
+
+/// On start: finishes the last commit of `topic` if a crash interrupted it (when `finish`:
+/// one process of a job does, or two could append the same files), and returns what the
+/// tables record for `topic` (all three at the same commit), if anything. Without `finish`,
+/// an interrupted commit is an [`Unfinished`] error, to wait on.
+pub async fn recover(
+    catalog: &dyn Catalog,
+    topic: &str,
+    finish: bool,
+) -> anyhow::Result<Option<Recorded>> {
     let mut tables = Vec::new();
     for table in Table::ALL {
         let t = catalog.load_table(&ident(table)).await?;
@@ -246,6 +257,9 @@ pub async fn recover(catalog: &dyn Catalog, topic: &str) -> anyhow::Result<Optio
         // before the first table's snapshot or between two.
         let seq = intent.recorded.seq;
         if tables.iter().any(|(_, _, r)| behind(r, seq)) {
+            if !finish {
+                return Err(Unfinished(seq).into());
+            }
             tracing::info!("finishing commit {seq} of {topic}, interrupted by a stop");
             for (table, t, r) in &tables {
                 if !behind(r, seq) {
@@ -387,4 +401,79 @@ pub fn decode_files(table: &iceberg::table::Table, files: &[String]) -> anyhow::
             deserialize_data_file_from_json(j, m.default_partition_spec_id(), &ty, m.current_schema())
         })
         .collect::<Result<Vec<_>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{lakehouse, transactions};
+    use crate::writer::TableWriter;
+
+    async fn files_of(catalog: &dyn Catalog, first_offset: i64) -> BTreeMap<Table, Vec<DataFile>> {
+        let table = crate::catalog::load(catalog, Table::Transactions).await.unwrap();
+        let mut w = TableWriter::new(&table, "t").await.unwrap();
+        w.write(transactions(&["2026-03-02", "2026-03-02"], first_offset))
+            .await
+            .unwrap();
+        BTreeMap::from([(Table::Transactions, w.close().await.unwrap())])
+    }
+
+    fn position(through: i64) -> Position {
+        Position {
+            boundary: 10_000_000,
+            partitions: BTreeMap::from([(0, crate::progress::PartitionOffsets { resume: through, through })]),
+        }
+    }
+
+    async fn rows(catalog: &dyn Catalog) -> usize {
+        let t = crate::catalog::load(catalog, Table::Transactions).await.unwrap();
+        crate::read::scan(&t, None, None).await.unwrap().iter().map(|b| b.num_rows()).sum()
+    }
+
+    #[tokio::test]
+    async fn a_commit_cut_between_tables_is_finished_once_on_restart() {
+        let lake = lakehouse().await;
+        let catalog = lake.catalog.as_ref();
+        let first = Commit { position: position(2), files: files_of(catalog, 0).await };
+        commit(catalog, "raw", 1, &first).await.unwrap();
+        assert_eq!(recover(catalog, "raw", true).await.unwrap().unwrap().seq, 1);
+
+        // Commit 2 stops after its intent and the first table's snapshot.
+        let second = Commit { position: position(4), files: files_of(catalog, 2).await };
+        let recorded = Recorded { seq: 2, position: second.position.clone() };
+        write_intent(catalog, "raw", &recorded, &second.files).await.unwrap();
+        let files = second.files[&Table::Transactions].clone();
+        append(catalog, Table::Transactions, "raw", &recorded, files).await.unwrap();
+
+        let err = recover(catalog, "raw", false).await.unwrap_err();
+        assert!(err.is::<Unfinished>(), "{err:#}");
+        let done = recover(catalog, "raw", true).await.unwrap().unwrap();
+        assert_eq!(done, recorded);
+        for t in Table::ALL {
+            let table = crate::catalog::load(catalog, t).await.unwrap();
+            assert_eq!(self::recorded(&table, "raw").unwrap().unwrap().seq, 2, "{}", t.name());
+        }
+        // Recovering again, or committing 2 again, adds nothing.
+        recover(catalog, "raw", true).await.unwrap();
+        commit(catalog, "raw", 2, &second).await.unwrap();
+        assert_eq!(rows(catalog).await, 4);
+    }
+
+    #[tokio::test]
+    async fn a_torn_intent_is_ignored() {
+        let lake = lakehouse().await;
+        let catalog = lake.catalog.as_ref();
+        let first = Commit { position: position(2), files: files_of(catalog, 0).await };
+        commit(catalog, "raw", 1, &first).await.unwrap();
+        let t = crate::catalog::load(catalog, Table::Transactions).await.unwrap();
+        t.file_io()
+            .new_output(intent_location(&t, "raw"))
+            .unwrap()
+            .write(b"{\"topic\":\"raw\",\"recor".to_vec().into())
+            .await
+            .unwrap();
+        let r = recover(catalog, "raw", true).await.unwrap().unwrap();
+        assert_eq!((r.seq, r.position), (1, position(2)));
+        assert_eq!(rows(catalog).await, 2);
+    }
 }
