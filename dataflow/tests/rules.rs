@@ -25,6 +25,15 @@ fn alerts_of(
     partitions: &[Vec<String>],
     workers: usize,
 ) -> (BTreeSet<(String, String)>, Collected) {
+    alerts_of_batched(partitions, workers, 7)
+}
+
+/// As [`alerts_of`], the sources reading `batch` records per partition at a time.
+fn alerts_of_batched(
+    partitions: &[Vec<String>],
+    workers: usize,
+    batch: usize,
+) -> (BTreeSet<(String, String)>, Collected) {
     let collected = Collected::default();
     let parts: Vec<Vec<String>> = partitions.to_vec();
     let n = parts.len() as i32;
@@ -39,7 +48,7 @@ fn alerts_of(
         source: SourceConfig {
             lateness: 5_000_000,
             idle_after: Duration::from_secs(1),
-            batch: 7,
+            batch,
             max_lead: 2_000_000,
             commit_interval: None,
             resume: None,
@@ -169,6 +178,44 @@ proptest! {
             prop_assert_eq!(&got, &want, "{} workers", workers);
             prop_assert_eq!(collected.transactions.lock().unwrap().len(), txns.len());
             prop_assert!(collected.transactions.lock().unwrap().iter().all(|v| !v.late));
+        }
+    }
+}
+
+/// `late` is a function of the input: the same records are late whatever the read pace (records
+/// per poll) and the number of workers. A record an hour older than its partition is late once
+/// its partition's first block (256 offsets) is read, and not within it, where records are not
+/// judged against each other.
+#[test]
+fn late_does_not_depend_on_the_read_pace() {
+    let record = |p: usize, i: usize, secs: i64| {
+        let t = model::EventTime::from_micros(1_772_442_000_000_000 + secs * 1_000_000 + i as i64);
+        format!(
+            r#"{{"transaction_id":"00000000-0000-4000-8000-{p:04}{i:08}","account_id":"ACC{:07}","amount":12.5,"currency":"USD","merchant_id":"M1","transaction_type":"purchase","channel":"online","event_time":"{t}"}}"#,
+            1_000_000 + p * 1000 + i
+        )
+    };
+    let back_dated = [100, 300, 500];
+    let partitions: Vec<Vec<String>> = (0..2)
+        .map(|p| {
+            (0..600)
+                .map(|i| {
+                    let secs = (i / 10) as i64;
+                    record(p, i, if p == 0 && back_dated.contains(&i) { secs - 3600 } else { secs })
+                })
+                .collect()
+        })
+        .collect();
+    let late_of = |workers, batch| -> BTreeSet<i64> {
+        let (_, collected) = alerts_of_batched(&partitions, workers, batch);
+        let txns = collected.transactions.lock().unwrap();
+        assert_eq!(txns.len(), 1200);
+        txns.iter().filter(|v| v.late).map(|v| v.offset).collect()
+    };
+    let expected = BTreeSet::from([300, 500]);
+    for workers in [1, 2] {
+        for batch in [1, 7, 1024] {
+            assert_eq!(late_of(workers, batch), expected, "{workers} workers, {batch} a poll");
         }
     }
 }
