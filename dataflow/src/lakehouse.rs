@@ -57,8 +57,6 @@ pub struct Lakehouse {
     pub partitions: i32,
     /// Process 0's committer, used by its worker 0 (the others' is `None`).
     pub committer: Arc<Mutex<Option<Committer>>>,
-    /// The boundary of the last commit, at which this run starts (0 for none).
-    pub start: u64,
     /// Where the last commit left the input, if anything was committed before.
     pub resumed: Option<crate::progress::Position>,
     /// A resumed run's window entries ([`window_seeds`]), taken by worker 0.
@@ -267,7 +265,8 @@ pub fn commit<'scope>(
             let mut held = Some(cap);
             let mut marks = Marks::default();
             let mut files: BTreeMap<u64, Vec<Written>> = BTreeMap::new();
-            let mut last = lake.start;
+            // The boundary of the last commit, at which this run starts.
+            let mut last = lake.resumed.as_ref().map_or(0, |p| p.boundary);
             let mut last_partitions = lake.resumed.as_ref().map(|p| p.partitions.clone());
             move |(written, written_frontier),
                   (new_marks, marks_frontier),

@@ -515,7 +515,6 @@ fn open_lakehouse(
                 commit_interval,
                 partitions: input.partitions(),
                 committer: committer.clone(),
-                start: resume.as_ref().map_or(0, |p| p.boundary),
                 resumed: resume.clone(),
                 seeds: Arc::new(std::sync::Mutex::new(seeds)),
             },

@@ -258,8 +258,11 @@ pub fn source<'scope>(
                                 .is_some_and(|m| t.saturating_add(config.lateness) < m)
                     });
                     part.read(raw.offset, time);
-                    // Invalid records have no event time: they go out at the watermark.
-                    let at = granule(time.unwrap_or(watermark)).max(*cap.time());
+                    // A record goes out at its time, or at the capability if that is later
+                    // (late); one without an event time (invalid) at the capability. Never at
+                    // the watermark itself, which may be ahead of the capability while a resumed
+                    // partition re-reads: the commits' offsets rely on `at` being one of these.
+                    let at = time.map_or(*cap.time(), |t| granule(t).max(*cap.time()));
                     if let Some(s) = part.stairs.as_mut() {
                         s.sent(raw.offset, at);
                     }
