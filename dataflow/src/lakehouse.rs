@@ -270,7 +270,11 @@ pub fn commit<'scope>(
             let mut last_partitions = lake.resumed.as_ref().map(|p| p.partitions.clone());
             move |(written, written_frontier),
                   (new_marks, marks_frontier),
-                  _output: &mut timely::dataflow::operators::generic::OutputBuilderSession<'_, u64, timely::container::CapacityContainerBuilder<Vec<()>>>| {
+                  _output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+                '_,
+                u64,
+                timely::container::CapacityContainerBuilder<Vec<()>>,
+            >| {
                 written.for_each(|_, data| {
                     for w in data.drain(..) {
                         files.entry(w.interval).or_default().push(w);
@@ -311,7 +315,9 @@ pub fn commit<'scope>(
                     if boundary == u64::MAX {
                         // Cannot happen (every source marks its end); if it did, the rows since
                         // the last commit are made again by the next run.
-                        tracing::error!("the input ended without every partition's mark: no last commit");
+                        tracing::error!(
+                            "the input ended without every partition's mark: no last commit"
+                        );
                         held = None;
                     }
                     return;
@@ -329,7 +335,11 @@ pub fn commit<'scope>(
                 for k in closed {
                     for w in files.remove(&k).expect("listed") {
                         match decode_files(&lake.tables[w.table], &w.files) {
-                            Ok(f) => commit.files.entry(Table::ALL[w.table]).or_default().extend(f),
+                            Ok(f) => commit
+                                .files
+                                .entry(Table::ALL[w.table])
+                                .or_default()
+                                .extend(f),
                             Err(e) => tracing::error!("a data file's description: {e:#}"),
                         }
                     }
@@ -337,7 +347,11 @@ pub fn commit<'scope>(
                 // Nothing new and nothing in between (a restart that read nothing): no
                 // snapshot.
                 let idle = commit.files.is_empty()
-                    && commit.position.partitions.values().all(|o| o.resume == o.through)
+                    && commit
+                        .position
+                        .partitions
+                        .values()
+                        .all(|o| o.resume == o.through)
                     && last_partitions.as_ref() == Some(&commit.position.partitions);
                 last_partitions = Some(commit.position.partitions.clone());
                 if idle {
@@ -361,7 +375,10 @@ pub fn commit<'scope>(
 /// The window entries a resumed run starts with: the committed, on-time transactions of the
 /// last window before the boundary, read back from the transactions table. They count in
 /// later transactions' windows and are never judged again (`min_count` no count reaches).
-pub fn window_seeds(batches: &[RecordBatch], params: RapidParams) -> anyhow::Result<Vec<(u32, Windowed)>> {
+pub fn window_seeds(
+    batches: &[RecordBatch],
+    params: RapidParams,
+) -> anyhow::Result<Vec<(u32, Windowed)>> {
     let params = RapidParams {
         min_count: u32::MAX,
         ..params
@@ -386,9 +403,14 @@ pub fn window_seeds(batches: &[RecordBatch], params: RapidParams) -> anyhow::Res
                 AccountId::parse(accounts.value(i)),
                 uuid::Uuid::parse_str(ids.value(i)),
                 Currency::parse(currencies.value(i)),
-                i64::try_from(amounts.value(i)).ok().and_then(Amount::from_cents),
+                i64::try_from(amounts.value(i))
+                    .ok()
+                    .and_then(Amount::from_cents),
             ) else {
-                anyhow::bail!("an unreadable row in the transactions table: {}", ids.value(i));
+                anyhow::bail!(
+                    "an unreadable row in the transactions table: {}",
+                    ids.value(i)
+                );
             };
             seeds.push((
                 account.number(),

@@ -12,19 +12,19 @@ use clap::Parser;
 use dataflow::embedded::GeneratorPartition;
 use dataflow::emit::{Emitter, Terminal};
 use dataflow::graph::{run, Settings};
-use dataflow::metrics::{Metrics, Reporter};
-use dataflow::rules_feed::RulesVersion;
 use dataflow::judge::RapidParams;
 use dataflow::lakehouse::Lakehouse;
+use dataflow::metrics::{Metrics, Reporter};
 use dataflow::progress::Position;
+use dataflow::rules_feed::RulesVersion;
 use dataflow::source::{assigned, Partition, SourceConfig};
+use generator::GeneratorConfig;
 use iceberg::expr::Reference;
 use iceberg::spec::Datum;
+use model::Rules;
 use sink::catalog::CatalogConfig;
 use sink::commit::Committer;
 use sink::schema::Table;
-use generator::GeneratorConfig;
-use model::Rules;
 
 /// The stream processor: validates card transactions, dead-letters the invalid ones and
 /// raises fraud alerts (high_value, rapid_activity, unusual_hour) in event time.

@@ -112,7 +112,12 @@ impl Stairs {
             after,
             until,
             through: self.next,
-            stairs: self.steps.iter().filter(|(t, _)| *t >= first).copied().collect(),
+            stairs: self
+                .steps
+                .iter()
+                .filter(|(t, _)| *t >= first)
+                .copied()
+                .collect(),
             watermark,
         };
         let next_boundary = (until / self.interval + 1).saturating_mul(self.interval);
@@ -125,7 +130,12 @@ impl Stairs {
 
 /// Whether the record at `offset` of a partition that resumes at `at` was committed before the
 /// restart (see the module's documentation). `event_time` is the record's, if it has one (µs).
-pub fn committed(position: &Position, at: &PartitionOffsets, offset: i64, event_time: Option<u64>) -> bool {
+pub fn committed(
+    position: &Position,
+    at: &PartitionOffsets,
+    offset: i64,
+    event_time: Option<u64>,
+) -> bool {
     offset < at.through && event_time.is_none_or(|e| granule(e) < position.boundary)
 }
 
@@ -137,7 +147,10 @@ pub struct Marks {
 
 impl Marks {
     pub fn add(&mut self, mark: Mark) {
-        self.by_partition.entry(mark.partition).or_default().push(mark);
+        self.by_partition
+            .entry(mark.partition)
+            .or_default()
+            .push(mark);
     }
 
     /// Every partition's offsets at `boundary`, or `None` if a partition that reported marks
@@ -180,7 +193,9 @@ mod tests {
     #[test]
     fn stairs_answer_the_first_offset_at_or_after_each_boundary() {
         // Times of offsets 0..: in order, a record ahead by more than an interval, and late ones.
-        let times = [1, 5, 9_999_999, 12_000_000, 31_000_000, 14_000_000, 15_000_000, 30_000_000];
+        let times = [
+            1, 5, 9_999_999, 12_000_000, 31_000_000, 14_000_000, 15_000_000, 30_000_000,
+        ];
         let mut stairs = Stairs::new(C, 0);
         for (o, t) in times.iter().enumerate() {
             stairs.sent(o as i64, *t);
@@ -194,9 +209,18 @@ mod tests {
         }
         // No step reaches the next boundary (40 s): none is kept.
         assert!(stairs.steps.is_empty());
-        assert!(stairs.step(0, 30_000_000, 35_000_000, 0).is_none(), "no boundary passed");
-        let next = stairs.step(0, 35_000_000, 40_000_000, 0).expect("40 s passed");
-        assert_eq!(next.offsets_at(4 * C).resume, 8, "nothing read at or after 40 s");
+        assert!(
+            stairs.step(0, 30_000_000, 35_000_000, 0).is_none(),
+            "no boundary passed"
+        );
+        let next = stairs
+            .step(0, 35_000_000, 40_000_000, 0)
+            .expect("40 s passed");
+        assert_eq!(
+            next.offsets_at(4 * C).resume,
+            8,
+            "nothing read at or after 40 s"
+        );
     }
 
     #[test]
@@ -215,12 +239,21 @@ mod tests {
     fn the_commit_rule_redoes_exactly_what_went_out_at_or_after_the_boundary() {
         let position = Position {
             boundary: 2 * C,
-            partitions: BTreeMap::from([(0, PartitionOffsets { resume: 3, through: 6 })]),
+            partitions: BTreeMap::from([(
+                0,
+                PartitionOffsets {
+                    resume: 3,
+                    through: 6,
+                },
+            )]),
         };
         let at = position.partitions[&0];
         // Before `through`, only records of a granule at or after the boundary are redone.
         assert!(committed(&position, &at, 4, Some(2 * C - 1)));
-        assert!(committed(&position, &at, 4, None), "invalid: went out at the capability");
+        assert!(
+            committed(&position, &at, 4, None),
+            "invalid: went out at the capability"
+        );
         assert!(!committed(&position, &at, 4, Some(2 * C)));
         // From `through` on, everything is redone, late or not.
         assert!(!committed(&position, &at, 6, Some(1)));
@@ -249,10 +282,23 @@ mod tests {
         }));
         assert!(marks.position_at(C).is_none(), "partition 1 is behind");
         marks.add(b.step(1, C - 1, u64::MAX, 15 * C / 10).unwrap());
-        assert!(marks.position_at(u64::MAX).is_none(), "partition 0 has not ended");
+        assert!(
+            marks.position_at(u64::MAX).is_none(),
+            "partition 0 has not ended"
+        );
         marks.add(a.step(0, C, u64::MAX, 2 * C).unwrap());
         let end = marks.position_at(u64::MAX).expect("both ended or passed");
-        assert_eq!(end.partitions[&1], PartitionOffsets { resume: 1, through: 1 });
-        assert_eq!(end.boundary, 15 * C / 10, "a restart carries on from the last watermark");
+        assert_eq!(
+            end.partitions[&1],
+            PartitionOffsets {
+                resume: 1,
+                through: 1
+            }
+        );
+        assert_eq!(
+            end.boundary,
+            15 * C / 10,
+            "a restart carries on from the last watermark"
+        );
     }
 }

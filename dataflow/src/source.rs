@@ -174,7 +174,8 @@ pub fn source<'scope>(
     let activator = scope.activator_for(builder.operator_info().address);
     let (arrivals_out, arrivals) = builder.new_output::<Vec<Arrival>>();
     let (marks_out, marks) = builder.new_output::<Vec<Mark>>();
-    let mut arrivals_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Arrival>>>::from(arrivals_out);
+    let mut arrivals_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Arrival>>>::from(arrivals_out);
     let mut marks_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Mark>>>::from(marks_out);
 
     builder.build(move |mut capabilities| {
@@ -217,7 +218,14 @@ pub fn source<'scope>(
             // Stopping (Ctrl-C) ends the input: what was read still flows to the end.
             let finished = stop.load(Ordering::Relaxed) || partitions.iter().all(|p| p.done);
             if finished {
-                step_marks(&mut partitions, *cap.time(), u64::MAX, watermark, marks_cap, &mut marks_out);
+                step_marks(
+                    &mut partitions,
+                    *cap.time(),
+                    u64::MAX,
+                    watermark,
+                    marks_cap,
+                    &mut marks_out,
+                );
                 capability = None;
                 return;
             }
@@ -297,7 +305,14 @@ pub fn source<'scope>(
                     }
                 }
                 if to > now {
-                    step_marks(&mut partitions, now, to, watermark, marks_cap, &mut marks_out);
+                    step_marks(
+                        &mut partitions,
+                        now,
+                        to,
+                        watermark,
+                        marks_cap,
+                        &mut marks_out,
+                    );
                     cap.downgrade(&to);
                     marks_cap.downgrade(&to);
                 }
@@ -325,7 +340,11 @@ fn step_marks(
     let mut session = out.session(cap);
     for part in partitions.iter_mut() {
         let id = part.reader.id();
-        if let Some(mark) = part.stairs.as_mut().and_then(|s| s.step(id, from, to, watermark)) {
+        if let Some(mark) = part
+            .stairs
+            .as_mut()
+            .and_then(|s| s.step(id, from, to, watermark))
+        {
             session.give(mark);
         }
     }

@@ -201,7 +201,15 @@ fn late_does_not_depend_on_the_read_pace() {
             (0..600)
                 .map(|i| {
                     let secs = (i / 10) as i64;
-                    record(p, i, if p == 0 && back_dated.contains(&i) { secs - 3600 } else { secs })
+                    record(
+                        p,
+                        i,
+                        if p == 0 && back_dated.contains(&i) {
+                            secs - 3600
+                        } else {
+                            secs
+                        },
+                    )
                 })
                 .collect()
         })
@@ -215,7 +223,11 @@ fn late_does_not_depend_on_the_read_pace() {
     let expected = BTreeSet::from([300, 500]);
     for workers in [1, 2] {
         for batch in [1, 7, 1024] {
-            assert_eq!(late_of(workers, batch), expected, "{workers} workers, {batch} a poll");
+            assert_eq!(
+                late_of(workers, batch),
+                expected,
+                "{workers} workers, {batch} a poll"
+            );
         }
     }
 }

@@ -115,7 +115,10 @@ pub fn create_view(
         None
     } else {
         let list: Vec<String> = files.iter().map(|f| literal(f)).collect();
-        Some(format!("read_parquet([{}], union_by_name = true)", list.join(", ")))
+        Some(format!(
+            "read_parquet([{}], union_by_name = true)",
+            list.join(", ")
+        ))
     };
     let present: Vec<String> = match &source {
         Some(s) => {

@@ -52,11 +52,21 @@ struct Lake {
     catalog_uri: Option<String>,
 
     /// The catalog's name.
-    #[arg(long, env = "ICEBERG_CATALOG_NAME", default_value = "lakehouse", global = true)]
+    #[arg(
+        long,
+        env = "ICEBERG_CATALOG_NAME",
+        default_value = "lakehouse",
+        global = true
+    )]
     catalog_name: String,
 
     /// The warehouse: a path or file://…
-    #[arg(long, env = "ICEBERG_WAREHOUSE", default_value = "./warehouse", global = true)]
+    #[arg(
+        long,
+        env = "ICEBERG_WAREHOUSE",
+        default_value = "./warehouse",
+        global = true
+    )]
     warehouse: String,
 }
 
@@ -142,8 +152,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let args = Args::parse();
@@ -185,7 +194,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         }) => {
             let cutoff = cutoff_ms(older_than)?;
             let only = table.as_deref().map(parse_table).transpose()?;
-            for t in Table::ALL.into_iter().filter(|t| only.is_none_or(|o| o == *t)) {
+            for t in Table::ALL
+                .into_iter()
+                .filter(|t| only.is_none_or(|o| o == *t))
+            {
                 let done = runtime.block_on(sink::maintenance::expire_snapshots(
                     catalog.as_ref(),
                     t,
@@ -234,7 +246,11 @@ fn day_range(range: &[String]) -> anyhow::Result<(i64, i64)> {
 }
 
 async fn read(r: &Read, tables: &[iceberg::table::Table]) -> anyhow::Result<Vec<RecordBatch>> {
-    let table = if r.join_alerts { Table::Transactions } else { parse_table(&r.table)? };
+    let table = if r.join_alerts {
+        Table::Transactions
+    } else {
+        parse_table(&r.table)?
+    };
     if r.account_id.is_some() && table == Table::DeadLetters {
         bail!("dead_letters have no account_id (a dead letter's record may have none)");
     }
@@ -289,7 +305,9 @@ async fn read(r: &Read, tables: &[iceberg::table::Table]) -> anyhow::Result<Vec<
                 );
             }
         }
-        let filter = (*t == table && r.sql.is_none()).then(|| pruning.clone()).flatten();
+        let filter = (*t == table && r.sql.is_none())
+            .then(|| pruning.clone())
+            .flatten();
         let files = plan(table_ref, snapshot, filter).await?;
         create_view(&db, table_ref, t.name(), &files)?;
     }
@@ -297,7 +315,11 @@ async fn read(r: &Read, tables: &[iceberg::table::Table]) -> anyhow::Result<Vec<
     let sql = match &r.sql {
         Some(sql) => sql.clone(),
         None => {
-            let limit = if r.limit == 0 { String::new() } else { format!(" LIMIT {}", r.limit) };
+            let limit = if r.limit == 0 {
+                String::new()
+            } else {
+                format!(" LIMIT {}", r.limit)
+            };
             let filter = if wheres.is_empty() {
                 String::new()
             } else {
@@ -386,11 +408,19 @@ async fn add_column(
 ) -> anyhow::Result<()> {
     use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
     let ty = parse_type(ty)?;
-    if table.metadata().current_schema().field_by_name(name).is_some() {
+    if table
+        .metadata()
+        .current_schema()
+        .field_by_name(name)
+        .is_some()
+    {
         bail!("{} already has a column {name}", table.identifier());
     }
     let tx = Transaction::new(table);
-    let tx = tx.update_schema().add_column(AddColumn::optional(name, ty)).apply(tx)?;
+    let tx = tx
+        .update_schema()
+        .add_column(AddColumn::optional(name, ty))
+        .apply(tx)?;
     tx.commit(catalog)
         .await
         .with_context(|| format!("adding column {name} to {}", table.identifier()))?;
@@ -398,7 +428,10 @@ async fn add_column(
 }
 
 /// Each table's snapshots as rows.
-fn snapshots(tables: &[iceberg::table::Table], only: Option<Table>) -> anyhow::Result<Vec<RecordBatch>> {
+fn snapshots(
+    tables: &[iceberg::table::Table],
+    only: Option<Table>,
+) -> anyhow::Result<Vec<RecordBatch>> {
     use arrow::array::{ArrayRef, Int64Builder, StringBuilder};
     use std::sync::Arc;
     let mut table = StringBuilder::new();
@@ -446,8 +479,15 @@ fn utc_as_offset(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
     for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
         match f.data_type() {
             DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => {
-                let ts = c.as_primitive::<TimestampMicrosecondType>().clone().with_timezone("+00:00");
-                fields.push(Field::new(f.name(), arrow::array::Array::data_type(&ts).clone(), f.is_nullable()));
+                let ts = c
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .clone()
+                    .with_timezone("+00:00");
+                fields.push(Field::new(
+                    f.name(),
+                    arrow::array::Array::data_type(&ts).clone(),
+                    f.is_nullable(),
+                ));
                 columns.push(Arc::new(ts));
             }
             _ => {
@@ -456,21 +496,33 @@ fn utc_as_offset(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
             }
         }
     }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 fn print(batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
-    let batches = batches.iter().map(utc_as_offset).collect::<anyhow::Result<Vec<_>>>()?;
+    let batches = batches
+        .iter()
+        .map(utc_as_offset)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let batches = &batches[..];
     let mut out = std::io::stdout().lock();
     match format {
         Format::Table => {
-            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+            writeln!(
+                out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(batches)?
+            )?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             eprintln!("({rows} rows)");
         }
         Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             for b in batches {
                 w.write(b)?;
             }

@@ -68,7 +68,11 @@ pub fn recorded(table: &iceberg::table::Table, topic: &str) -> anyhow::Result<Op
     let Some(snapshot) = table.metadata().current_snapshot() else {
         return Ok(None);
     };
-    let Some(text) = snapshot.summary().additional_properties.get(&summary_key(topic)) else {
+    let Some(text) = snapshot
+        .summary()
+        .additional_properties
+        .get(&summary_key(topic))
+    else {
         return Ok(None);
     };
     let r = serde_json::from_str(text).with_context(|| {
@@ -101,7 +105,13 @@ pub fn carried_over(table: &iceberg::table::Table) -> HashMap<String, String> {
 fn intent_location(transactions: &iceberg::table::Table, topic: &str) -> String {
     let safe: String = topic
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!(
         "{}/metadata/finstream-intent-{safe}.json",
@@ -286,7 +296,10 @@ pub async fn recover(
             return Ok(Some(intent.recorded));
         }
     }
-    let seqs: Vec<Option<u64>> = tables.iter().map(|(_, _, r)| r.as_ref().map(|r| r.seq)).collect();
+    let seqs: Vec<Option<u64>> = tables
+        .iter()
+        .map(|(_, _, r)| r.as_ref().map(|r| r.seq))
+        .collect();
     if seqs.iter().any(|s| *s != seqs[0]) {
         bail!(
             "the tables record different commits of {topic} ({seqs:?}) and no intent explains \
@@ -336,7 +349,12 @@ impl Committer {
                         next.absorb(later);
                     }
                     seq += 1;
-                    let rows: u64 = next.files.values().flatten().map(|f| f.record_count()).sum();
+                    let rows: u64 = next
+                        .files
+                        .values()
+                        .flatten()
+                        .map(|f| f.record_count())
+                        .sum();
                     let mut wait = Duration::from_millis(200);
                     loop {
                         match runtime.block_on(commit(catalog.as_ref(), &topic, seq, &next)) {
@@ -392,13 +410,21 @@ pub fn encode_files(
 }
 
 /// Decodes what [`encode_files`] made.
-pub fn decode_files(table: &iceberg::table::Table, files: &[String]) -> anyhow::Result<Vec<DataFile>> {
+pub fn decode_files(
+    table: &iceberg::table::Table,
+    files: &[String],
+) -> anyhow::Result<Vec<DataFile>> {
     let ty = partition_type(table)?;
     let m = table.metadata();
     Ok(files
         .iter()
         .map(|j| {
-            deserialize_data_file_from_json(j, m.default_partition_spec_id(), &ty, m.current_schema())
+            deserialize_data_file_from_json(
+                j,
+                m.default_partition_spec_id(),
+                &ty,
+                m.current_schema(),
+            )
         })
         .collect::<Result<Vec<_>, _>>()?)
 }
@@ -410,7 +436,9 @@ mod tests {
     use crate::writer::TableWriter;
 
     async fn files_of(catalog: &dyn Catalog, first_offset: i64) -> BTreeMap<Table, Vec<DataFile>> {
-        let table = crate::catalog::load(catalog, Table::Transactions).await.unwrap();
+        let table = crate::catalog::load(catalog, Table::Transactions)
+            .await
+            .unwrap();
         let mut w = TableWriter::new(&table, "t").await.unwrap();
         w.write(transactions(&["2026-03-02", "2026-03-02"], first_offset))
             .await
@@ -421,29 +449,55 @@ mod tests {
     fn position(through: i64) -> Position {
         Position {
             boundary: 10_000_000,
-            partitions: BTreeMap::from([(0, crate::progress::PartitionOffsets { resume: through, through })]),
+            partitions: BTreeMap::from([(
+                0,
+                crate::progress::PartitionOffsets {
+                    resume: through,
+                    through,
+                },
+            )]),
         }
     }
 
     async fn rows(catalog: &dyn Catalog) -> usize {
-        let t = crate::catalog::load(catalog, Table::Transactions).await.unwrap();
-        crate::read::scan(&t, None, None).await.unwrap().iter().map(|b| b.num_rows()).sum()
+        let t = crate::catalog::load(catalog, Table::Transactions)
+            .await
+            .unwrap();
+        crate::read::scan(&t, None, None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum()
     }
 
     #[tokio::test]
     async fn a_commit_cut_between_tables_is_finished_once_on_restart() {
         let lake = lakehouse().await;
         let catalog = lake.catalog.as_ref();
-        let first = Commit { position: position(2), files: files_of(catalog, 0).await };
+        let first = Commit {
+            position: position(2),
+            files: files_of(catalog, 0).await,
+        };
         commit(catalog, "raw", 1, &first).await.unwrap();
         assert_eq!(recover(catalog, "raw", true).await.unwrap().unwrap().seq, 1);
 
         // Commit 2 stops after its intent and the first table's snapshot.
-        let second = Commit { position: position(4), files: files_of(catalog, 2).await };
-        let recorded = Recorded { seq: 2, position: second.position.clone() };
-        write_intent(catalog, "raw", &recorded, &second.files).await.unwrap();
+        let second = Commit {
+            position: position(4),
+            files: files_of(catalog, 2).await,
+        };
+        let recorded = Recorded {
+            seq: 2,
+            position: second.position.clone(),
+        };
+        write_intent(catalog, "raw", &recorded, &second.files)
+            .await
+            .unwrap();
         let files = second.files[&Table::Transactions].clone();
-        append(catalog, Table::Transactions, "raw", &recorded, files).await.unwrap();
+        append(catalog, Table::Transactions, "raw", &recorded, files)
+            .await
+            .unwrap();
 
         let err = recover(catalog, "raw", false).await.unwrap_err();
         assert!(err.is::<Unfinished>(), "{err:#}");
@@ -451,7 +505,12 @@ mod tests {
         assert_eq!(done, recorded);
         for t in Table::ALL {
             let table = crate::catalog::load(catalog, t).await.unwrap();
-            assert_eq!(self::recorded(&table, "raw").unwrap().unwrap().seq, 2, "{}", t.name());
+            assert_eq!(
+                self::recorded(&table, "raw").unwrap().unwrap().seq,
+                2,
+                "{}",
+                t.name()
+            );
         }
         // Recovering again, or committing 2 again, adds nothing.
         recover(catalog, "raw", true).await.unwrap();
@@ -463,9 +522,14 @@ mod tests {
     async fn a_torn_intent_is_ignored() {
         let lake = lakehouse().await;
         let catalog = lake.catalog.as_ref();
-        let first = Commit { position: position(2), files: files_of(catalog, 0).await };
+        let first = Commit {
+            position: position(2),
+            files: files_of(catalog, 0).await,
+        };
         commit(catalog, "raw", 1, &first).await.unwrap();
-        let t = crate::catalog::load(catalog, Table::Transactions).await.unwrap();
+        let t = crate::catalog::load(catalog, Table::Transactions)
+            .await
+            .unwrap();
         t.file_io()
             .new_output(intent_location(&t, "raw"))
             .unwrap()

@@ -82,7 +82,9 @@ pub async fn expire_snapshots(
         ..Expired::default()
     };
     for f in referenced_before.difference(&still) {
-        io.delete(f).await.with_context(|| format!("deleting {f}"))?;
+        io.delete(f)
+            .await
+            .with_context(|| format!("deleting {f}"))?;
         done.files += 1;
     }
     // Orphans: local warehouses only (listing an object store is not in iceberg-rust's FileIO).
@@ -140,26 +142,51 @@ mod tests {
         let needed = referenced(&table, &current).await.unwrap();
 
         // A data file a crashed commit left behind, a day and more old.
-        let data = std::path::Path::new(table.metadata().location()).join("data/event_time_day=2026-03-02");
+        let data = std::path::Path::new(table.metadata().location())
+            .join("data/event_time_day=2026-03-02");
         let orphan = data.join("orphan.parquet");
         std::fs::write(&orphan, b"not referenced").unwrap();
         let old = SystemTime::now() - ORPHAN_MIN_AGE - Duration::from_secs(60);
-        std::fs::File::options().write(true).open(&orphan).unwrap().set_modified(old).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&orphan)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         // And one just written, as a running pipeline's next commit would have.
         let fresh = data.join("fresh.parquet");
         std::fs::write(&fresh, b"to be committed").unwrap();
 
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
-        let done = expire_snapshots(lake.catalog.as_ref(), Table::Transactions, now.as_millis() as i64 + 1000, 1)
-            .await
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap();
+        let done = expire_snapshots(
+            lake.catalog.as_ref(),
+            Table::Transactions,
+            now.as_millis() as i64 + 1000,
+            1,
+        )
+        .await
+        .unwrap();
         // Fast appends carry every manifest forward: only the two old manifest lists go.
-        assert_eq!(done, Expired { snapshots: 2, files: 2, orphans: 1 });
+        assert_eq!(
+            done,
+            Expired {
+                snapshots: 2,
+                files: 2,
+                orphans: 1
+            }
+        );
         assert!(!orphan.exists() && fresh.exists());
         for f in &needed {
-            assert!(std::path::Path::new(f.strip_prefix("file://").unwrap_or(f)).exists(), "{f}");
+            assert!(
+                std::path::Path::new(f.strip_prefix("file://").unwrap_or(f)).exists(),
+                "{f}"
+            );
         }
-        let table = crate::catalog::load(lake.catalog.as_ref(), Table::Transactions).await.unwrap();
+        let table = crate::catalog::load(lake.catalog.as_ref(), Table::Transactions)
+            .await
+            .unwrap();
         let rows: usize = crate::read::scan(&table, None, None)
             .await
             .unwrap()

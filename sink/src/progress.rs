@@ -48,8 +48,20 @@ mod tests {
         let p = Position {
             boundary: 1_772_000_000_000_000,
             partitions: BTreeMap::from([
-                (0, PartitionOffsets { resume: 10, through: 12 }),
-                (3, PartitionOffsets { resume: 7, through: 7 }),
+                (
+                    0,
+                    PartitionOffsets {
+                        resume: 10,
+                        through: 12,
+                    },
+                ),
+                (
+                    3,
+                    PartitionOffsets {
+                        resume: 7,
+                        through: 7,
+                    },
+                ),
             ]),
         };
         let text = p.to_json();
@@ -58,6 +70,9 @@ mod tests {
             r#"{"boundary":1772000000000000,"partitions":{"0":{"resume":10,"through":12},"3":{"resume":7,"through":7}}}"#
         );
         assert_eq!(Position::from_json(&text).unwrap(), p);
-        assert_eq!(summary_key("raw-transactions"), "finstream.offsets.raw-transactions");
+        assert_eq!(
+            summary_key("raw-transactions"),
+            "finstream.offsets.raw-transactions"
+        );
     }
 }

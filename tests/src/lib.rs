@@ -214,7 +214,9 @@ pub fn read_tables(warehouse: &Path) -> Tables {
         let mut batches = Vec::new();
         let mut summaries = Vec::new();
         for t in sink::schema::Table::ALL {
-            let table = sink::catalog::load(catalog.as_ref(), t).await.expect("table");
+            let table = sink::catalog::load(catalog.as_ref(), t)
+                .await
+                .expect("table");
             summaries.push(
                 table
                     .metadata()

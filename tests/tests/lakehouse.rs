@@ -125,7 +125,10 @@ fn transactions_by_offset(tables: &e2e::Tables) -> BTreeMap<(i32, i64), String> 
                 times.value(i),
             );
             let at = (partitions.value(i), offsets.value(i));
-            assert!(rows.insert(at, text).is_none(), "{at:?} is in the table twice");
+            assert!(
+                rows.insert(at, text).is_none(),
+                "{at:?} is in the table twice"
+            );
         }
     }
     rows
@@ -160,15 +163,23 @@ fn every_record_lands_once_with_its_values_and_other_engines_read_the_same() {
     let rows = transactions_by_offset(&tables);
     assert_eq!(rows.len(), input.valid.len(), "one row per valid record");
     for (at, t) in &input.valid {
-        let row = rows.get(at).unwrap_or_else(|| panic!("valid record {at:?} missing"));
+        let row = rows
+            .get(at)
+            .unwrap_or_else(|| panic!("valid record {at:?} missing"));
         assert_eq!(row, &expected_text(t), "the row of {at:?}");
     }
 
     // dead_letters: every invalid record once.
     let mut dead = BTreeSet::new();
     for b in &tables.dead_letters {
-        let p = b.column_by_name("source_partition").unwrap().as_primitive::<Int32Type>();
-        let o = b.column_by_name("source_offset").unwrap().as_primitive::<Int64Type>();
+        let p = b
+            .column_by_name("source_partition")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let o = b
+            .column_by_name("source_offset")
+            .unwrap()
+            .as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             assert!(dead.insert((p.value(i), o.value(i))), "a dead letter twice");
         }
@@ -209,7 +220,11 @@ fn every_record_lands_once_with_its_values_and_other_engines_read_the_same() {
         .arg(warehouse.path())
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let other: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cents: i64 = input.valid.values().map(|t| t.amount.cents()).sum();
     let sum = format!("{}.{:02}", cents / 100, cents % 100);
@@ -304,7 +319,10 @@ fn a_locked_catalog_delays_commits_and_loses_nothing() {
     assert!(locker.wait().unwrap().success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("trying again"), "no commit waited: {stderr}");
+    assert!(
+        stderr.contains("trying again"),
+        "no commit waited: {stderr}"
+    );
 
     let tables = read_tables(warehouse.path());
     let rows = transactions_by_offset(&tables);

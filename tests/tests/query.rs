@@ -72,7 +72,9 @@ fn query(warehouse: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>, Stri
 }
 
 fn count(warehouse: &Path, args: &[&str]) -> usize {
-    query(warehouse, &[args, &["--limit", "0"]].concat()).unwrap().len()
+    query(warehouse, &[args, &["--limit", "0"]].concat())
+        .unwrap()
+        .len()
 }
 
 #[test]
@@ -83,21 +85,33 @@ fn reads_and_their_filters_match_the_input() {
 
     // One account, one day, both.
     let account = lake.valid[17].account_id.to_string();
-    let of_account = lake.valid.iter().filter(|t| t.account_id.to_string() == account).count();
+    let of_account = lake
+        .valid
+        .iter()
+        .filter(|t| t.account_id.to_string() == account)
+        .count();
     assert!(of_account > 1);
     assert_eq!(count(wh, &["--account-id", &account]), of_account);
     let mut by_day: BTreeMap<String, usize> = BTreeMap::new();
     for t in &lake.valid {
-        *by_day.entry(t.event_time.to_string()[..10].to_owned()).or_default() += 1;
+        *by_day
+            .entry(t.event_time.to_string()[..10].to_owned())
+            .or_default() += 1;
     }
     for (day, n) in &by_day {
         assert_eq!(count(wh, &["--date-range", day, day]), *n, "{day}");
         let of_both = lake
             .valid
             .iter()
-            .filter(|t| t.account_id.to_string() == account && t.event_time.to_string().starts_with(day.as_str()))
+            .filter(|t| {
+                t.account_id.to_string() == account
+                    && t.event_time.to_string().starts_with(day.as_str())
+            })
             .count();
-        assert_eq!(count(wh, &["--date-range", day, day, "--account-id", &account]), of_both);
+        assert_eq!(
+            count(wh, &["--date-range", day, day, "--account-id", &account]),
+            of_both
+        );
     }
     assert_eq!(count(wh, &["--date-range", "2001-01-01", "2001-01-31"]), 0);
 
@@ -110,11 +124,24 @@ fn reads_and_their_filters_match_the_input() {
     let alerts = count(wh, &["--table", "alerts"]);
     assert!(alerts > 100);
     assert_eq!(count(wh, &["--join-alerts"]), alerts);
-    let joined = query(wh, &["--join-alerts", "--account-id", &account, "--limit", "0"]).unwrap();
-    assert!(joined.iter().all(|r| r["account_id"] == account.as_str() && r["rule"].is_string()));
+    let joined = query(
+        wh,
+        &["--join-alerts", "--account-id", &account, "--limit", "0"],
+    )
+    .unwrap();
+    assert!(joined
+        .iter()
+        .all(|r| r["account_id"] == account.as_str() && r["rule"].is_string()));
 
     // SQL over the views.
-    let rows = query(wh, &["--sql", "SELECT count(*) AS n FROM transactions WHERE NOT late"]).unwrap();
+    let rows = query(
+        wh,
+        &[
+            "--sql",
+            "SELECT count(*) AS n FROM transactions WHERE NOT late",
+        ],
+    )
+    .unwrap();
     let on_time = rows[0]["n"].as_u64().unwrap() as usize;
     assert!(on_time > 0 && on_time <= lake.valid.len());
 }
@@ -126,7 +153,8 @@ fn time_travel_returns_what_each_snapshot_held() {
     let snaps = query(wh, &["snapshots", "--table", "transactions"]).unwrap();
     assert!(snaps.len() > 3, "commits every 2 s of event time");
     for s in [&snaps[1], &snaps[snaps.len() / 2]] {
-        let summary: serde_json::Value = serde_json::from_str(s["summary"].as_str().unwrap()).unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(s["summary"].as_str().unwrap()).unwrap();
         let total: usize = summary["total-records"].as_str().unwrap().parse().unwrap();
         let id = s["snapshot_id"].to_string();
         assert_eq!(count(wh, &["--snapshot-id", &id]), total, "snapshot {id}");
@@ -158,22 +186,53 @@ fn add_column_keeps_old_rows_and_the_pipeline_writing() {
         let out = bin("dataflow")
             .arg("--warehouse")
             .arg(wh)
-            .args(["--rate", "0", "--count", count, "--until-caught-up", "--quiet"])
+            .args([
+                "--rate",
+                "0",
+                "--count",
+                count,
+                "--until-caught-up",
+                "--quiet",
+            ])
             .args(["--progress", "0", "-w", "2", "--commit-interval", "2"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     dataflow("20000");
     let before = count(wh, &[]);
     let out = bin("query")
         .arg("--warehouse")
         .arg(wh)
-        .args(["add-column", "--table", "transactions", "review_note", "string"])
+        .args([
+            "add-column",
+            "--table",
+            "transactions",
+            "review_note",
+            "string",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let err = query(wh, &["add-column", "--table", "transactions", "review_note", "string"]).unwrap_err();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = query(
+        wh,
+        &[
+            "add-column",
+            "--table",
+            "transactions",
+            "review_note",
+            "string",
+        ],
+    )
+    .unwrap_err();
     assert!(err.contains("already has a column review_note"), "{err}");
 
     // The same stream, further: the run resumes after the first 20 000 and commits the rest.
@@ -182,11 +241,17 @@ fn add_column_keeps_old_rows_and_the_pipeline_writing() {
     assert!(after > before, "the pipeline committed after the change");
     let rows = query(
         wh,
-        &["--sql", "SELECT count(*) AS n, count(review_note) AS noted FROM transactions"],
+        &[
+            "--sql",
+            "SELECT count(*) AS n, count(review_note) AS noted FROM transactions",
+        ],
     )
     .unwrap();
     assert_eq!(rows[0]["n"].as_u64().unwrap() as usize, after);
-    assert_eq!(rows[0]["noted"], 0, "old and new rows read the new column as NULL");
+    assert_eq!(
+        rows[0]["noted"], 0,
+        "old and new rows read the new column as NULL"
+    );
 }
 
 #[test]
@@ -196,11 +261,22 @@ fn expire_snapshots_keeps_the_current_rows_and_drops_old_snapshots() {
     let out = bin("dataflow")
         .arg("--warehouse")
         .arg(wh)
-        .args(["--rate", "0", "--count", "30000", "--until-caught-up", "--quiet"])
+        .args([
+            "--rate",
+            "0",
+            "--count",
+            "30000",
+            "--until-caught-up",
+            "--quiet",
+        ])
         .args(["--progress", "0", "-w", "2", "--commit-interval", "2"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let snaps = query(wh, &["snapshots", "--table", "transactions"]).unwrap();
     assert!(snaps.len() > 3);
     let oldest = snaps[0]["snapshot_id"].to_string();
@@ -209,7 +285,13 @@ fn expire_snapshots_keeps_the_current_rows_and_drops_old_snapshots() {
     let lists = || {
         std::fs::read_dir(wh.join("finance/transactions/metadata"))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("snap-")
+            })
             .count()
     };
     assert_eq!(lists(), snaps.len());
@@ -217,16 +299,38 @@ fn expire_snapshots_keeps_the_current_rows_and_drops_old_snapshots() {
     let out = bin("query")
         .arg("--warehouse")
         .arg(wh)
-        .args(["expire-snapshots", "--older-than", "0s", "--retain-last", "2"])
+        .args([
+            "expire-snapshots",
+            "--older-than",
+            "0s",
+            "--retain-last",
+            "2",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("transactions:") && stderr.contains("snapshots expired"), "{stderr}");
+    assert!(
+        stderr.contains("transactions:") && stderr.contains("snapshots expired"),
+        "{stderr}"
+    );
 
-    assert_eq!(query(wh, &["snapshots", "--table", "transactions"]).unwrap().len(), 2);
-    assert_eq!(count(wh, &[]), rows, "the current snapshot's rows are all there");
+    assert_eq!(
+        query(wh, &["snapshots", "--table", "transactions"])
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        count(wh, &[]),
+        rows,
+        "the current snapshot's rows are all there"
+    );
     let err = query(wh, &["--snapshot-id", &oldest]).unwrap_err();
     assert!(err.contains("has no snapshot"), "{err}");
-    assert_eq!(lists(), 2, "the expired snapshots' manifest lists are deleted");
+    assert_eq!(
+        lists(),
+        2,
+        "the expired snapshots' manifest lists are deleted"
+    );
 }
