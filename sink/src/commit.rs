@@ -137,14 +137,7 @@ async fn write_intent(
     let mut transactions = None;
     for table in Table::ALL {
         let t = catalog.load_table(&ident(table)).await?;
-        let ty = partition_type(&t)?;
-        let version = t.metadata().format_version();
-        let list = files
-            .get(&table)
-            .into_iter()
-            .flatten()
-            .map(|f| serialize_data_file_to_json(f.clone(), &ty, version))
-            .collect::<Result<Vec<_>, _>>()?;
+        let list = encode_files(&t, files.get(&table).cloned().unwrap_or_default())?;
         encoded.insert(table.name().to_owned(), list);
         if table == Table::Transactions {
             transactions = Some(t);
@@ -275,22 +268,11 @@ pub async fn recover(
                 if !behind(r, seq) {
                     continue;
                 }
-                let ty = partition_type(t)?;
-                let m = t.metadata();
-                let files = intent
+                let encoded = intent
                     .files
                     .get(table.name())
-                    .into_iter()
-                    .flatten()
-                    .map(|j| {
-                        deserialize_data_file_from_json(
-                            j,
-                            m.default_partition_spec_id(),
-                            &ty,
-                            m.current_schema(),
-                        )
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .map_or(&[][..], Vec::as_slice);
+                let files = decode_files(t, encoded)?;
                 append(catalog, *table, topic, &intent.recorded, files).await?;
             }
             return Ok(Some(intent.recorded));
@@ -396,7 +378,7 @@ impl Committer {
 }
 
 /// Encodes `table`'s data files for the trip from a worker to the committer (which may be in
-/// another process).
+/// another process) and for the intent.
 pub fn encode_files(
     table: &iceberg::table::Table,
     files: Vec<DataFile>,

@@ -71,6 +71,30 @@ fn query(warehouse: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>, Stri
     Ok(v.as_array().unwrap().clone())
 }
 
+/// The embedded dataflow's first `count` records into `warehouse` (resuming after what is
+/// there), with commits every 2 s of event time.
+fn embedded_dataflow(warehouse: &Path, count: &str) {
+    let out = bin("dataflow")
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args([
+            "--rate",
+            "0",
+            "--count",
+            count,
+            "--until-caught-up",
+            "--quiet",
+        ])
+        .args(["--progress", "0", "-w", "2", "--commit-interval", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn count(warehouse: &Path, args: &[&str]) -> usize {
     query(warehouse, &[args, &["--limit", "0"]].concat())
         .unwrap()
@@ -182,28 +206,7 @@ fn errors_a_user_can_act_on() {
 fn add_column_keeps_old_rows_and_the_pipeline_writing() {
     let warehouse = tempfile::tempdir().unwrap();
     let wh = warehouse.path();
-    let dataflow = |count: &str| {
-        let out = bin("dataflow")
-            .arg("--warehouse")
-            .arg(wh)
-            .args([
-                "--rate",
-                "0",
-                "--count",
-                count,
-                "--until-caught-up",
-                "--quiet",
-            ])
-            .args(["--progress", "0", "-w", "2", "--commit-interval", "2"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    dataflow("20000");
+    embedded_dataflow(wh, "20000");
     let before = count(wh, &[]);
     let out = bin("query")
         .arg("--warehouse")
@@ -236,7 +239,7 @@ fn add_column_keeps_old_rows_and_the_pipeline_writing() {
     assert!(err.contains("already has a column review_note"), "{err}");
 
     // The same stream, further: the run resumes after the first 20 000 and commits the rest.
-    dataflow("40000");
+    embedded_dataflow(wh, "40000");
     let after = count(wh, &[]);
     assert!(after > before, "the pipeline committed after the change");
     let rows = query(
@@ -258,25 +261,7 @@ fn add_column_keeps_old_rows_and_the_pipeline_writing() {
 fn expire_snapshots_keeps_the_current_rows_and_drops_old_snapshots() {
     let warehouse = tempfile::tempdir().unwrap();
     let wh = warehouse.path();
-    let out = bin("dataflow")
-        .arg("--warehouse")
-        .arg(wh)
-        .args([
-            "--rate",
-            "0",
-            "--count",
-            "30000",
-            "--until-caught-up",
-            "--quiet",
-        ])
-        .args(["--progress", "0", "-w", "2", "--commit-interval", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    embedded_dataflow(wh, "30000");
     let snaps = query(wh, &["snapshots", "--table", "transactions"]).unwrap();
     assert!(snaps.len() > 3);
     let oldest = snaps[0]["snapshot_id"].to_string();
