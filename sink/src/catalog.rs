@@ -9,12 +9,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::str::FromStr as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use iceberg::io::LocalFsStorageFactory;
-use iceberg::spec::FormatVersion;
-use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::spec::{FormatVersion, TableMetadata};
+use iceberg::{
+    Catalog, CatalogBuilder, MetadataLocation, NamespaceIdent, TableCreation, TableIdent,
+};
 use iceberg_catalog_rest::{
     RestCatalogBuilder, REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE,
 };
@@ -22,6 +26,8 @@ use iceberg_catalog_sql::{
     SqlBindStyle, SqlCatalogBuilder, SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI,
     SQL_CATALOG_PROP_WAREHOUSE,
 };
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::Connection as _;
 
 use crate::schema::{Table, NAMESPACE};
 
@@ -227,6 +233,64 @@ async fn create_tables(catalog: &dyn Catalog) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes `metadata` the current metadata of `table` if, and only if, the catalog still holds
+/// the metadata `table` was loaded with: a compare-and-swap, as iceberg-rust's
+/// `Catalog::update_table` does, for changes it has no action for (a `replace` snapshot, see
+/// [`crate::compact`]). False when another commit came first: reload and build again on the
+/// new base.
+///
+/// The SQL catalog only: a REST catalog takes commits as a list of requirements and updates,
+/// which iceberg-rust builds only for its own actions.
+pub async fn swap(
+    config: &CatalogConfig,
+    table: &iceberg::table::Table,
+    metadata: TableMetadata,
+) -> anyhow::Result<bool> {
+    let Resolved::Sql { database, .. } = resolve(config)? else {
+        bail!(
+            "this build commits rewrites (compact) to the SQL catalog only, not to a REST \
+             catalog ({})",
+            config.uri.as_deref().unwrap_or_default()
+        );
+    };
+    let ident = table.identifier();
+    let current = table
+        .metadata_location()
+        .with_context(|| format!("{ident} has no metadata location"))?;
+    let next = MetadataLocation::from_str(current)?
+        .with_next_version()
+        .with_new_metadata(&metadata);
+    metadata
+        .write_to(table.file_io(), &next)
+        .await
+        .with_context(|| format!("writing {next}"))?;
+    let next = next.to_string();
+    // Waits for a commit of the running pipeline rather than failing at once.
+    let options = SqliteConnectOptions::from_str(&database)?.busy_timeout(Duration::from_secs(30));
+    let mut db = SqliteConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("opening the SQL catalog {database}"))?;
+    let swapped = sqlx::query(
+        "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
+         WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+           AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) AND metadata_location = ?",
+    )
+    .bind(&next)
+    .bind(current)
+    .bind(&config.name)
+    .bind(ident.namespace().join("."))
+    .bind(ident.name())
+    .bind(current)
+    .execute(&mut db)
+    .await
+    .with_context(|| format!("committing {ident} in the SQL catalog {database}"))?;
+    if swapped.rows_affected() == 0 {
+        // Ours lost: its metadata file is referenced by nothing.
+        let _ = table.file_io().delete(&next).await;
+    }
+    Ok(swapped.rows_affected() == 1)
 }
 
 /// Loads one of the tables (its current metadata: schema, partition spec, snapshots).

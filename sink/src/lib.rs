@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod commit;
+pub mod compact;
 pub mod maintenance;
 pub mod progress;
 pub mod read;

@@ -16,7 +16,8 @@ use crate::schema::Table;
 /// pipeline's files wait unreferenced until their commit, which an outage can delay.
 pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// Every file `snapshot` refers to: its manifest list, its manifests and their data files.
+/// Every file `snapshot` needs: its manifest list, its manifests and the data files it reads.
+/// A file a manifest lists as deleted (by a compaction) is not needed.
 pub async fn referenced(
     table: &iceberg::table::Table,
     snapshot: &SnapshotRef,
@@ -28,7 +29,9 @@ pub async fn referenced(
     for manifest in list.entries() {
         files.insert(manifest.manifest_path.clone());
         for entry in manifest.load_manifest(io).await?.entries() {
-            files.insert(entry.file_path().to_owned());
+            if entry.is_alive() {
+                files.insert(entry.file_path().to_owned());
+            }
         }
     }
     Ok(files)

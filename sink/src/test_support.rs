@@ -13,6 +13,7 @@ use crate::writer::TableWriter;
 
 /// An opened catalog and the temporary directory its warehouse lives in.
 pub struct Lake {
+    pub config: CatalogConfig,
     pub catalog: Arc<dyn Catalog>,
     _dir: tempfile::TempDir,
 }
@@ -26,6 +27,7 @@ pub async fn lakehouse() -> Lake {
     };
     Lake {
         catalog: open(&config).await.unwrap(),
+        config,
         _dir: dir,
     }
 }

@@ -73,11 +73,32 @@ impl TableWriter {
         table: &iceberg::table::Table,
         file_prefix: &str,
     ) -> anyhow::Result<TableWriter> {
+        Self::build(table, file_prefix, None, TARGET_FILE_BYTES)
+    }
+
+    /// A writer of files in `table`'s current schema, each closed past `target_file_bytes`:
+    /// what compaction rewrites rows into, so that no column added since is lost.
+    pub async fn rewriter(
+        table: &iceberg::table::Table,
+        file_prefix: &str,
+        target_file_bytes: usize,
+    ) -> anyhow::Result<TableWriter> {
+        let schema = table.metadata().current_schema().clone();
+        Self::build(table, file_prefix, Some(schema), target_file_bytes)
+    }
+
+    /// `schema` defaults to the table's first one.
+    fn build(
+        table: &iceberg::table::Table,
+        file_prefix: &str,
+        schema: Option<iceberg::spec::SchemaRef>,
+        target_file_bytes: usize,
+    ) -> anyhow::Result<TableWriter> {
         let metadata = table.metadata();
         let name = table.identifier().name();
         let which =
             Table::parse(name).with_context(|| format!("{name} is not one of our tables"))?;
-        let schema = Arc::new(which.schema());
+        let schema = schema.unwrap_or_else(|| Arc::new(which.schema()));
         let spec = metadata.default_partition_spec().as_ref().clone();
         let column = which.partition_column();
         let by_day = match spec.fields() {
@@ -97,7 +118,7 @@ impl TableWriter {
         );
         let files = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(writer_properties()?, schema.clone()),
-            TARGET_FILE_BYTES,
+            target_file_bytes,
             table.file_io().clone(),
             DefaultLocationGenerator::new(metadata)?,
             names,
