@@ -129,6 +129,19 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         retain_last: usize,
     },
+    /// Rewrite small data files into larger ones, as one `replace` snapshot that reads the same
+    /// rows and carries the Kafka offsets forward (one manifest replaces the many that commits
+    /// add). Safe while the dataflow commits: a commit that lands first is kept and the rewrite
+    /// is committed on top of it. Older snapshots still read their own files until expired.
+    Compact {
+        /// The table [default: all three]
+        #[arg(long)]
+        table: Option<String>,
+        /// The size of the files written, and of the ones rewritten (those under 3/4 of it,
+        /// where a day has two or more): 512MiB, 64MB, 1048576.
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        target_file_size: u64,
+    },
     /// Add a nullable column to a table without rewriting data: rows written before read it as
     /// NULL, and the running pipeline keeps committing. TYPE: string, int, long, boolean,
     /// double, date, timestamptz or decimal(P,S).
@@ -214,6 +227,34 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Some(Command::Compact {
+            table,
+            target_file_size,
+        }) => {
+            let only = table.as_deref().map(parse_table).transpose()?;
+            for t in Table::ALL
+                .into_iter()
+                .filter(|t| only.is_none_or(|o| o == *t))
+            {
+                let done = runtime.block_on(sink::compact::compact(
+                    &config,
+                    catalog.as_ref(),
+                    t,
+                    *target_file_size,
+                ))?;
+                match done.snapshot {
+                    None => eprintln!("{}: nothing to compact", t.name()),
+                    Some(id) => eprintln!(
+                        "{}: {} files ({} rows) rewritten into {}, snapshot {id}",
+                        t.name(),
+                        done.removed,
+                        done.rows,
+                        done.added
+                    ),
+                }
+            }
+            return Ok(());
+        }
         Some(Command::AddColumn { table, name, ty }) => {
             let t = parse_table(table)?;
             let i = Table::ALL.iter().position(|x| *x == t).expect("one of ALL");
@@ -224,6 +265,34 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => runtime.block_on(read(&args.read, &tables))?,
     };
     print(&batches, args.format)
+}
+
+/// Bytes in `512MiB`, `64MB`, `1GiB`, `4096` (the units of 1000 and of 1024, in either case).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text}: expected a size such as 256MiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "kib" => 1 << 10,
+        "mb" | "m" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" | "g" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{text}: unknown unit {other} (B, KB, KiB, MB, MiB, GB, GiB)"
+            ))
+        }
+    };
+    match number.checked_mul(scale) {
+        Some(0) | None => Err(format!("{text}: expected a size above 0 and below 16 EiB")),
+        Some(bytes) => Ok(bytes),
+    }
 }
 
 /// The time column a date range filters on.
@@ -537,4 +606,21 @@ fn print(batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64MB"), Ok(64_000_000));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1 gib"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
+    }
 }

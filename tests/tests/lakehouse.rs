@@ -213,32 +213,54 @@ fn every_record_lands_once_with_its_values_and_other_engines_read_the_same() {
         }
     }
 
-    // pyiceberg (the same SQLite catalog) and DuckDB (the files of the same snapshot).
-    let out = Command::new("python3")
-        .arg(e2e::root().join("tests/interop/read_tables.py"))
-        .arg(warehouse.path().join("catalog.db"))
+    // pyiceberg (the same SQLite catalog) and DuckDB (the files of the same snapshot), before
+    // and after a compaction: our replace snapshots read the same in another implementation.
+    let interop = || {
+        let out = Command::new("python3")
+            .arg(e2e::root().join("tests/interop/read_tables.py"))
+            .arg(warehouse.path().join("catalog.db"))
+            .arg(warehouse.path())
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let cents: i64 = input.valid.values().map(|t| t.amount.cents()).sum();
+    let sum = format!("{}.{:02}", cents / 100, cents % 100);
+    let before = interop();
+    let out = bin("query")
+        .arg("--warehouse")
         .arg(warehouse.path())
+        .arg("compact")
         .output()
-        .expect("python3");
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let other: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cents: i64 = input.valid.values().map(|t| t.amount.cents()).sum();
-    let sum = format!("{}.{:02}", cents / 100, cents % 100);
-    let tx = &other["transactions"];
-    assert_eq!(tx["pyiceberg_rows"], input.valid.len());
-    assert_eq!(tx["duckdb_rows"], input.valid.len());
-    assert_eq!(tx["pyiceberg_distinct_offsets"], input.valid.len());
-    assert_eq!(tx["pyiceberg_amount_sum"], sum);
-    assert_eq!(tx["duckdb_amount_sum"], sum);
-    assert_eq!(other["dead_letters"]["pyiceberg_rows"], input.invalid.len());
-    assert_eq!(other["dead_letters"]["duckdb_rows"], input.invalid.len());
-    assert_eq!(other["alerts"]["pyiceberg_rows"], ids.len());
-    assert_eq!(other["alerts"]["pyiceberg_distinct_ids"], ids.len());
-    assert_eq!(other["alerts"]["duckdb_rows"], ids.len());
+    let after = interop();
+    for other in [&before, &after] {
+        let tx = &other["transactions"];
+        assert_eq!(tx["pyiceberg_rows"], input.valid.len());
+        assert_eq!(tx["duckdb_rows"], input.valid.len());
+        assert_eq!(tx["pyiceberg_distinct_offsets"], input.valid.len());
+        assert_eq!(tx["pyiceberg_amount_sum"], sum);
+        assert_eq!(tx["duckdb_amount_sum"], sum);
+        assert_eq!(other["dead_letters"]["pyiceberg_rows"], input.invalid.len());
+        assert_eq!(other["dead_letters"]["duckdb_rows"], input.invalid.len());
+        assert_eq!(other["alerts"]["pyiceberg_rows"], ids.len());
+        assert_eq!(other["alerts"]["pyiceberg_distinct_ids"], ids.len());
+        assert_eq!(other["alerts"]["duckdb_rows"], ids.len());
+    }
+    for t in ["transactions", "alerts", "dead_letters"] {
+        let files = |v: &serde_json::Value| v[t]["files"].as_u64().unwrap();
+        assert!(files(&after) < files(&before), "{t}: {before} then {after}");
+    }
 }
 
 /// The columns two runs over the same input may differ in: wall-clock times.

@@ -319,3 +319,158 @@ fn expire_snapshots_keeps_the_current_rows_and_drops_old_snapshots() {
         "the expired snapshots' manifest lists are deleted"
     );
 }
+
+/// `query ARGS` on `warehouse`, which must succeed; its stderr.
+fn maintain(warehouse: &Path, args: &[&str]) -> String {
+    let out = bin("query")
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "query {args:?}: {stderr}");
+    stderr
+}
+
+/// The current snapshot's summary value `key` of `table`; for `finstream.offsets`, the
+/// position recorded for whichever input topic.
+fn current_summary(warehouse: &Path, table: &str, key: &str) -> String {
+    let snaps = query(warehouse, &["snapshots", "--table", table]).unwrap();
+    let summary: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(snaps.last().unwrap()["summary"].as_str().unwrap()).unwrap();
+    summary
+        .iter()
+        .find(|(k, _)| k.starts_with(key))
+        .map(|(_, v)| v.as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// Every row of `table`, in a stable order, as JSON values.
+fn all_rows(warehouse: &Path, table: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let order = match table {
+        "alerts" => "alert_id",
+        "dead_letters" => "source_partition, source_offset",
+        _ => "kafka_partition, kafka_offset",
+    };
+    let sql = format!("SELECT * FROM {table} ORDER BY {order}");
+    query(warehouse, &[&["--sql", sql.as_str()], extra].concat()).unwrap()
+}
+
+#[test]
+fn compact_keeps_every_row_in_fewer_files_and_old_snapshots_readable() {
+    let warehouse = tempfile::tempdir().unwrap();
+    let wh = warehouse.path();
+    embedded_dataflow(wh, "30000");
+    let tables = ["transactions", "alerts", "dead_letters"];
+    let before: Vec<_> = tables.iter().map(|t| all_rows(wh, t, &[])).collect();
+    let files: Vec<u64> = tables
+        .iter()
+        .map(|t| current_summary(wh, t, "total-data-files").parse().unwrap())
+        .collect();
+    let offsets = current_summary(wh, "transactions", "finstream.offsets.");
+    let old = query(wh, &["snapshots", "--table", "transactions"]).unwrap();
+    let old = old.last().unwrap()["snapshot_id"].to_string();
+
+    let stderr = maintain(wh, &["compact"]);
+    for (i, t) in tables.iter().enumerate() {
+        assert!(
+            stderr.contains(&format!("{t}: {} files", files[i])),
+            "{stderr}"
+        );
+        assert_eq!(all_rows(wh, t, &[]), before[i], "{t} reads the same rows");
+        let now: u64 = current_summary(wh, t, "total-data-files").parse().unwrap();
+        assert!(
+            now < files[i] && now >= 1,
+            "{t}: {} files became {now}",
+            files[i]
+        );
+        let snaps = query(wh, &["snapshots", "--table", t]).unwrap();
+        assert_eq!(snaps.last().unwrap()["operation"], "replace");
+    }
+    assert!(
+        !offsets.is_empty(),
+        "the commits record the generator's offsets"
+    );
+    assert_eq!(
+        current_summary(wh, "transactions", "finstream.offsets."),
+        offsets,
+        "compaction carries the offsets forward"
+    );
+    // Time travel to before the rewrite reads the old files.
+    assert_eq!(
+        all_rows(wh, "transactions", &["--snapshot-id", &old]),
+        before[0]
+    );
+    // A second compaction finds nothing to merge.
+    assert!(maintain(wh, &["compact"]).contains("transactions: nothing to compact"));
+    // And the pipeline resumes after the compacted offsets: nothing twice.
+    embedded_dataflow(wh, "40000");
+    let n = query(
+        wh,
+        &[
+            "--sql",
+            "SELECT count(*) AS n, count(DISTINCT transaction_id) AS ids FROM transactions",
+        ],
+    )
+    .unwrap();
+    assert_eq!(n[0]["n"], n[0]["ids"]);
+    assert!(n[0]["n"].as_u64().unwrap() as usize > before[0].len());
+}
+
+#[test]
+fn compact_while_the_pipeline_commits_loses_nothing() {
+    let (running, reference) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The same stream into two warehouses: one left alone, one compacted again and again while
+    // the dataflow commits into it (paced so that it runs for some seconds).
+    let mut dataflow = bin("dataflow")
+        .arg("--warehouse")
+        .arg(running.path())
+        .args([
+            "--rate",
+            "40000",
+            "--count",
+            "200000",
+            "--until-caught-up",
+            "--quiet",
+        ])
+        .args(["--progress", "0", "-w", "2", "--commit-interval", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut compactions = 0;
+    while dataflow.try_wait().unwrap().is_none() {
+        let stderr = maintain(running.path(), &["compact", "--table", "transactions"]);
+        compactions += stderr.matches("rewritten into").count();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let status = dataflow.wait_with_output().unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        compactions >= 2,
+        "only {compactions} compactions ran during the pipeline"
+    );
+    embedded_dataflow(reference.path(), "200000");
+
+    let sql = "SELECT count(*) AS n, count(DISTINCT (kafka_partition, kafka_offset)) AS offsets, \
+               CAST(sum(amount) AS VARCHAR) AS amount FROM transactions";
+    let got = query(running.path(), &["--sql", sql]).unwrap();
+    let want = query(reference.path(), &["--sql", sql]).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got[0]["n"], got[0]["offsets"]);
+    // The pipeline committed on top of compactions: a replace has an append after it.
+    let ops: Vec<String> = query(running.path(), &["snapshots", "--table", "transactions"])
+        .unwrap()
+        .iter()
+        .map(|s| s["operation"].as_str().unwrap().to_owned())
+        .collect();
+    let first_replace = ops.iter().position(|o| o == "replace").unwrap();
+    assert!(
+        ops[first_replace..].iter().any(|o| o == "append"),
+        "{ops:?}"
+    );
+}
