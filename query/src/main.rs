@@ -170,6 +170,16 @@ fn main() {
         .init();
     let args = Args::parse();
     if let Err(e) = run(args) {
+        // `query … | head`: the reader has all it wanted.
+        // (arrow's CSV writer keeps only the message of the I/O error.)
+        let closed = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                || c.to_string().contains("Broken pipe")
+        });
+        if closed {
+            return;
+        }
         eprintln!("query: {e:#}");
         std::process::exit(1);
     }
@@ -262,9 +272,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("added column {name} ({ty}) to {}", t.name());
             return Ok(());
         }
-        None => runtime.block_on(read(&args.read, &tables))?,
+        None => {
+            let (db, sql) = runtime.block_on(read(&args.read, &tables))?;
+            let mut stmt = db.prepare(&sql).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let batches = stmt.stream_arrow([]).map_err(|e| anyhow::anyhow!("{e}"))?;
+            return print(batches, args.format);
+        }
     };
-    print(&batches, args.format)
+    print(batches.into_iter(), args.format)
 }
 
 /// Bytes in `512MiB`, `64MB`, `1GiB`, `4096` (the units of 1000 and of 1024, in either case).
@@ -314,7 +329,12 @@ fn day_range(range: &[String]) -> anyhow::Result<(i64, i64)> {
     Ok((from, to + 86_400_000_000))
 }
 
-async fn read(r: &Read, tables: &[iceberg::table::Table]) -> anyhow::Result<Vec<RecordBatch>> {
+/// The read `r` asks for: a DuckDB database with a view of each table's planned files, and the
+/// query to run over them (its rows are printed as DuckDB produces them).
+async fn read(
+    r: &Read,
+    tables: &[iceberg::table::Table],
+) -> anyhow::Result<(duckdb::Connection, String)> {
     let table = if r.join_alerts {
         Table::Transactions
     } else {
@@ -412,12 +432,7 @@ async fn read(r: &Read, tables: &[iceberg::table::Table]) -> anyhow::Result<Vec<
             }
         }
     };
-    let mut stmt = db.prepare(&sql).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let batches: Vec<RecordBatch> = stmt
-        .query_arrow([])
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .collect();
-    Ok(batches)
+    Ok((db, sql))
 }
 
 /// `--older-than`: an age before now (`30s`, `15m`, `12h`, `7d`) or an RFC 3339 time; ms.
@@ -571,19 +586,18 @@ fn utc_as_offset(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
     )?)
 }
 
-fn print(batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
-    let batches = batches
-        .iter()
-        .map(utc_as_offset)
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let batches = &batches[..];
-    let mut out = std::io::stdout().lock();
+/// Prints `batches`: CSV and JSON as they come (a read of millions of rows is never held in
+/// memory), a table once all are there (it sizes its columns to them).
+fn print(batches: impl Iterator<Item = RecordBatch>, format: Format) -> anyhow::Result<()> {
+    let mut batches = batches.map(|b| utc_as_offset(&b));
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     match format {
         Format::Table => {
+            let batches = batches.collect::<anyhow::Result<Vec<_>>>()?;
             writeln!(
                 out,
                 "{}",
-                arrow::util::pretty::pretty_format_batches(batches)?
+                arrow::util::pretty::pretty_format_batches(&batches)?
             )?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             eprintln!("({rows} rows)");
@@ -592,19 +606,16 @@ fn print(batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
             let mut w = arrow::csv::WriterBuilder::new()
                 .with_header(true)
                 .build(&mut out);
-            for b in batches {
-                w.write(b)?;
-            }
+            batches.try_for_each(|b| Ok::<_, anyhow::Error>(w.write(&b?)?))?;
         }
         Format::Json => {
             let mut w = arrow::json::ArrayWriter::new(&mut out);
-            for b in batches {
-                w.write(b)?;
-            }
+            batches.try_for_each(|b| Ok::<_, anyhow::Error>(w.write(&b?)?))?;
             w.finish()?;
             writeln!(out)?;
         }
     }
+    out.flush()?;
     Ok(())
 }
 
