@@ -377,8 +377,17 @@ async fn read(
         wheres.push(format!("account_id = '{}'", a.replace('\'', "''")));
     }
 
+    // Only the tables the read uses are planned (planning reads every manifest of a snapshot);
+    // SQL names its tables, so any table whose name appears in it is.
+    let used = |t: Table| match &r.sql {
+        Some(sql) => sql.contains(t.name()),
+        None => t == table || (r.join_alerts && t == Table::Alerts),
+    };
     let db = duckdb::Connection::open_in_memory()?;
     for (t, table_ref) in Table::ALL.iter().zip(tables) {
+        if !used(*t) {
+            continue;
+        }
         // --snapshot-id names a snapshot of the table read; the others are read as they are.
         let this_as_of = match as_of {
             AsOf::Snapshot(_) if *t != table => AsOf::Current,

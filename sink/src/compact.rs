@@ -100,10 +100,10 @@ async fn live_files(
     Ok(live)
 }
 
-/// The files to rewrite: in each partition, those smaller than [`SMALL`] × `target`, when
+/// The files to rewrite, by partition: in each, those smaller than [`SMALL`] × `target`, when
 /// there are two or more of them (one small file alone gains nothing). Our tables have kept
 /// their first partition spec, so a partition is its value.
-fn choose(live: &[Live], target: u64) -> Vec<DataFile> {
+fn choose(live: &[Live], target: u64) -> Vec<Vec<DataFile>> {
     let small = (target as f64 * SMALL) as u64;
     let mut by_partition: HashMap<&Struct, Vec<&DataFile>> = HashMap::new();
     for l in live {
@@ -114,18 +114,22 @@ fn choose(live: &[Live], target: u64) -> Vec<DataFile> {
                 .push(&l.file);
         }
     }
-    let mut chosen: Vec<DataFile> = by_partition
+    let mut groups: Vec<Vec<DataFile>> = by_partition
         .into_values()
         .filter(|files| files.len() >= 2)
-        .flatten()
-        .cloned()
+        .map(|files| {
+            let mut files: Vec<DataFile> = files.into_iter().cloned().collect();
+            files.sort_by(|a, b| a.file_path().cmp(b.file_path()));
+            files
+        })
         .collect();
-    chosen.sort_by(|a, b| a.file_path().cmp(b.file_path()));
-    chosen
+    groups.sort_by(|a, b| a[0].file_path().cmp(b[0].file_path()));
+    groups
 }
 
-/// Reads `files` (of snapshot `snapshot_id`) in the table's current schema, as iceberg-rust's
-/// reader resolves columns by id, and writes their rows into files of about `target` bytes.
+/// Reads `files` (of snapshot `snapshot_id`, all of one partition) in the table's current
+/// schema, as iceberg-rust's reader resolves columns by id, and writes their rows into files of
+/// about `target` bytes. One partition at a time, so that memory holds one row group.
 async fn rewrite(
     table: &iceberg::table::Table,
     snapshot_id: i64,
@@ -169,13 +173,24 @@ pub async fn compact(
     let Some(base) = table.metadata().current_snapshot().cloned() else {
         return Ok(Compacted::default());
     };
-    let removed = choose(&live_files(&table, &base).await?, target_file_bytes);
-    if removed.is_empty() {
+    let groups = choose(&live_files(&table, &base).await?, target_file_bytes);
+    if groups.is_empty() {
         return Ok(Compacted::default());
     }
-    let added = rewrite(&table, base.snapshot_id(), &removed, target_file_bytes)
-        .await
-        .with_context(|| format!("rewriting {} files of {}", removed.len(), which.name()))?;
+    let mut added = Vec::new();
+    for files in &groups {
+        let written = rewrite(&table, base.snapshot_id(), files, target_file_bytes).await;
+        match written
+            .with_context(|| format!("rewriting {} files of {}", files.len(), which.name()))
+        {
+            Ok(files) => added.extend(files),
+            Err(e) => {
+                discard(&table, &added).await;
+                return Err(e);
+            }
+        }
+    }
+    let removed: Vec<DataFile> = groups.into_iter().flatten().collect();
     let rows: u64 = removed.iter().map(|f| f.record_count()).sum();
     let written: u64 = added.iter().map(|f| f.record_count()).sum();
     if rows != written {
@@ -425,6 +440,23 @@ mod tests {
         take_record_batch(&all, &sort_to_indices(offsets, None, None).unwrap()).unwrap()
     }
 
+    /// What a compaction of `snapshot` would remove and add, written but not committed.
+    async fn rewrite_all(
+        table: &iceberg::table::Table,
+        snapshot: &SnapshotRef,
+    ) -> (Vec<DataFile>, Vec<DataFile>) {
+        let groups = choose(&live_files(table, snapshot).await.unwrap(), 1 << 20);
+        let mut added = Vec::new();
+        for files in &groups {
+            added.extend(
+                rewrite(table, snapshot.snapshot_id(), files, 1 << 20)
+                    .await
+                    .unwrap(),
+            );
+        }
+        (groups.into_iter().flatten().collect(), added)
+    }
+
     async fn live_count(table: &iceberg::table::Table) -> usize {
         let current = table.metadata().current_snapshot().unwrap();
         live_files(table, current).await.unwrap().len()
@@ -486,10 +518,7 @@ mod tests {
         let lake = lakehouse().await;
         let base = four_appends(&lake).await;
         let snapshot = base.metadata().current_snapshot().unwrap().clone();
-        let removed = choose(&live_files(&base, &snapshot).await.unwrap(), 1 << 20);
-        let added = rewrite(&base, snapshot.snapshot_id(), &removed, 1 << 20)
-            .await
-            .unwrap();
+        let (removed, added) = rewrite_all(&base, &snapshot).await;
         // The pipeline commits while the rewrite runs.
         let newer = append(&lake, transactions(&["2026-03-02"], 100), 101).await;
 
@@ -528,10 +557,7 @@ mod tests {
         let lake = lakehouse().await;
         let base = four_appends(&lake).await;
         let snapshot = base.metadata().current_snapshot().unwrap().clone();
-        let removed = choose(&live_files(&base, &snapshot).await.unwrap(), 1 << 20);
-        let added = rewrite(&base, snapshot.snapshot_id(), &removed, 1 << 20)
-            .await
-            .unwrap();
+        let (removed, added) = rewrite_all(&base, &snapshot).await;
         compact(
             &lake.config,
             lake.catalog.as_ref(),
