@@ -91,10 +91,10 @@ pub fn build<'scope>(
         Verdict::Valid(v) => (0, Verdict::Valid(v)),
         Verdict::Alert(a) => (1, Verdict::Alert(a)),
         Verdict::Dead(d, k) => (2, Verdict::Dead(d, k)),
-        Verdict::Window(k, w) => (3, Verdict::Window(k, w)),
+        Verdict::Window(k, w, p) => (3, Verdict::Window(k, w, p)),
     });
     let windows = parts.pop().expect("4 parts").flat_map(|v| match v {
-        Verdict::Window(k, w) => Some((k, w)),
+        Verdict::Window(k, w, p) => Some((k, w, Some(p))),
         _ => None,
     });
     let dead = parts.pop().expect("4 parts");
@@ -107,7 +107,7 @@ pub fn build<'scope>(
         .filter(|_| worker == 0)
         .and_then(|l| l.seeds.lock().expect("not poisoned").take())
         .unwrap_or_default();
-    let windows = windows.concat(lakehouse::seeds(scope, seeds));
+    let windows = windows.concat(lakehouse::seeds(scope, seeds).map(|(k, w)| (k, w, None)));
     let windowed_alerts = rapid_activity(windows, metrics).map(Verdict::Alert);
 
     // Everything that leaves the dataflow, on each worker.

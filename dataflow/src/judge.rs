@@ -52,7 +52,11 @@ pub enum Verdict {
     /// A valid transaction's entry in its account's rapid_activity window (not for late
     /// transactions, nor when the rule is disabled): a few bytes, where the whole transaction
     /// would be copied for a second consumer.
-    Window(u32, crate::rapid_activity::Windowed),
+    Window(
+        u32,
+        crate::rapid_activity::Windowed,
+        crate::rapid_activity::Payload,
+    ),
     /// An invalid record and its Kafka key, unchanged.
     Dead(DeadLetter, Option<Vec<u8>>),
     Alert(Alert),
@@ -211,8 +215,8 @@ fn judge_one(
                     severity: r.severity,
                 }),
             };
-            if let Some((account, w)) = crate::rapid_activity::Windowed::entry(&valid) {
-                out(Verdict::Window(account, w));
+            if let Some((account, w, p)) = crate::rapid_activity::Windowed::entry(&valid) {
+                out(Verdict::Window(account, w, p));
             }
             out(Verdict::Valid(valid));
         }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
-use model::{AccountId, Amount, Currency, EventTime, Rule};
+use model::{AccountId, EventTime, Rule};
 use sink::commit::{decode_files, encode_files, Commit, Committer};
 use sink::rows::{AlertRows, DeadLetterRows, TransactionRows};
 use sink::schema::Table;
@@ -33,7 +33,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use crate::emit::Emitter;
-use crate::judge::{RapidParams, Verdict};
+use crate::judge::Verdict;
 use crate::progress::{Mark, Marks};
 use crate::rapid_activity::Windowed;
 
@@ -374,15 +374,12 @@ pub fn commit<'scope>(
 
 /// The window entries a resumed run starts with: the committed, on-time transactions of the
 /// last window before the boundary, read back from the transactions table. They count in
-/// later transactions' windows and are never judged again (`min_count` no count reaches).
+/// later transactions' windows (of `window_seconds`) and are never judged again (`min_count`
+/// no count reaches).
 pub fn window_seeds(
     batches: &[RecordBatch],
-    params: RapidParams,
+    window_seconds: u32,
 ) -> anyhow::Result<Vec<(u32, Windowed)>> {
-    let params = RapidParams {
-        min_count: u32::MAX,
-        ..params
-    };
     let mut seeds = Vec::new();
     for b in batches {
         let col = |name: &str| {
@@ -391,21 +388,15 @@ pub fn window_seeds(
         };
         let ids = col("transaction_id")?.as_string::<i32>();
         let accounts = col("account_id")?.as_string::<i32>();
-        let amounts = col("amount")?.as_primitive::<arrow::datatypes::Decimal128Type>();
-        let currencies = col("currency")?.as_string::<i32>();
         let times = col("event_time")?.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
         let late = col("late")?.as_boolean();
         for i in 0..b.num_rows() {
             if late.value(i) {
                 continue;
             }
-            let (Some(account), Ok(id), Some(currency), Some(amount)) = (
+            let (Some(account), Ok(id)) = (
                 AccountId::parse(accounts.value(i)),
                 uuid::Uuid::parse_str(ids.value(i)),
-                Currency::parse(currencies.value(i)),
-                i64::try_from(amounts.value(i))
-                    .ok()
-                    .and_then(Amount::from_cents),
             ) else {
                 anyhow::bail!(
                     "an unreadable row in the transactions table: {}",
@@ -417,10 +408,8 @@ pub fn window_seeds(
                 Windowed {
                     event_time: times.value(i),
                     transaction_id: id,
-                    amount,
-                    currency,
-                    rules_version: 0,
-                    params,
+                    window_seconds,
+                    min_count: u32::MAX,
                 },
             ));
         }

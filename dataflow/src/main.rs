@@ -12,7 +12,6 @@ use clap::Parser;
 use dataflow::embedded::GeneratorPartition;
 use dataflow::emit::{Emitter, Terminal};
 use dataflow::graph::{run, Settings};
-use dataflow::judge::RapidParams;
 use dataflow::lakehouse::Lakehouse;
 use dataflow::metrics::{Metrics, Reporter};
 use dataflow::progress::Position;
@@ -481,14 +480,7 @@ fn open_lakehouse(
                     .greater_than(Datum::timestamptz_micros(since))
                     .and(Reference::new("late").equal_to(Datum::bool(false)));
                 let batches = sink::read::scan(&tables[0], None, Some(filter)).await?;
-                let seeds = dataflow::lakehouse::window_seeds(
-                    &batches,
-                    RapidParams {
-                        min_count: r.min_count,
-                        window_seconds: r.window_seconds,
-                        severity: r.severity,
-                    },
-                )?;
+                let seeds = dataflow::lakehouse::window_seeds(&batches, r.window_seconds)?;
                 tracing::info!(
                     "resuming {topic} from commit {} (boundary {}), with {} transactions of its last window",
                     recorded.as_ref().map_or(0, |r| r.seq),

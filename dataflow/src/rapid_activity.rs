@@ -8,21 +8,28 @@
 //! of the account's transactions in `(T - window, T]` up to `T` in `(event_time, id)` order.
 //! The count a transaction has at its own time is the contract's; an alert is raised from the
 //! update made at that time only (later updates, as the window slides, are not verdicts).
+//!
+//! The arrangement holds only what counting needs (32 bytes a transaction). What an alert needs
+//! besides (amount, currency, rules version, severity) waits on the worker that read the
+//! transaction, only until its verdict is made (the allowed lateness, not the window); the few
+//! verdicts go to every worker, and the one holding the payload raises the alert.
 
 use differential_dataflow::collection::AsCollection;
 use model::time::MICROS_PER_SECOND;
-use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule};
+use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule, Severity};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::vec::Broadcast as _;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 use uuid::Uuid;
 
-use crate::judge::{RapidParams, Valid};
+use crate::judge::Valid;
 use crate::metrics::Metrics;
 
 /// The arrangement's own time step (µs): entries enter at their event time rounded *up* to a
@@ -36,19 +43,30 @@ fn step_up(micros: u64) -> u64 {
     micros.div_ceil(STEP) * STEP
 }
 
-/// What the arrangement keeps of a transaction, ordered as the contract orders an account's
-/// transactions: by event time, then transaction id.
+/// What the arrangement keeps of a transaction: what counting needs, ordered as the contract
+/// orders an account's transactions, by event time, then transaction id.
 #[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub struct Windowed {
     pub event_time: i64,
     pub transaction_id: Uuid,
+    pub window_seconds: u32,
+    pub min_count: u32,
+}
+
+/// What an alert needs besides [`Windowed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Payload {
     pub amount: Amount,
     pub currency: Currency,
     pub rules_version: u64,
-    pub params: RapidParams,
+    pub severity: Severity,
 }
+
+/// An entry of an account's window, keyed by account number, and its alert's payload: none for
+/// a resumed run's seeds, which are never judged again.
+pub type Entry = (u32, Windowed, Option<Payload>);
 
 /// An update of an account's window collection: ((account, entry), time, diff).
 type Update = ((u32, Windowed), u64, isize);
@@ -56,10 +74,14 @@ type Update = ((u32, Windowed), u64, isize);
 /// A transaction whose window holds exactly its `min_count` at some time, with the window's ids.
 type Counted = (Windowed, u32, Vec<Uuid>);
 
+/// Payloads by (verdict time, transaction id), of the transactions one worker read: written
+/// before the arrangement, read and dropped after it.
+type Payloads = Rc<RefCell<BTreeMap<(u64, Uuid), Payload>>>;
+
 impl Windowed {
-    /// What the window keeps of a valid transaction, keyed by account number; `None` for a
-    /// late transaction or when the rule is disabled.
-    pub fn entry(v: &Valid) -> Option<(u32, Windowed)> {
+    /// The window entry of a valid transaction and its alert's payload, keyed by account
+    /// number; `None` for a late transaction or when the rule is disabled.
+    pub fn entry(v: &Valid) -> Option<(u32, Windowed, Payload)> {
         let params = v.rapid.filter(|_| !v.late)?;
         let t = &v.txn;
         Some((
@@ -67,10 +89,14 @@ impl Windowed {
             Windowed {
                 event_time: t.event_time.as_micros(),
                 transaction_id: t.transaction_id,
+                window_seconds: params.window_seconds,
+                min_count: params.min_count,
+            },
+            Payload {
                 amount: t.amount,
                 currency: t.currency,
                 rules_version: v.rules_version,
-                params,
+                severity: params.severity,
             },
         ))
     }
@@ -78,24 +104,55 @@ impl Windowed {
 
 /// Alerts of the rapid_activity rule from the window entries of valid transactions.
 pub fn rapid_activity<'scope>(
-    entries: Stream<'scope, u64, Vec<(u32, Windowed)>>,
+    entries: Stream<'scope, u64, Vec<Entry>>,
     metrics: Arc<Metrics>,
 ) -> Stream<'scope, u64, Vec<Alert>> {
-    window_updates(entries)
+    let payloads = Payloads::default();
+    let counted = window_updates(entries, payloads.clone())
         .as_collection()
         .reduce(count_windows)
-        .inner
-        .flat_map(
-            move |((account, (w, count, ids)), time, diff): ((u32, Counted), u64, isize)| {
-                // The update at the transaction's own time is its verdict.
-                let verdict =
-                    diff > 0 && time == step_up(w.event_time as u64) && count == w.params.min_count;
-                verdict.then(|| {
-                    metrics.alert(Rule::RapidActivity);
-                    to_alert(account, w, count, ids)
-                })
-            },
-        )
+        .inner;
+    alerts(counted, payloads, metrics)
+}
+
+/// The alerts among the window's counts (which only holds transactions at their `min_count`,
+/// a few in ten thousand), sent to every worker: the one that read the transaction holds its
+/// payload and raises the alert. Once the frontier has passed a time, every verdict of that
+/// time has been made, and its payloads are dropped.
+fn alerts<'scope>(
+    counted: Stream<'scope, u64, Vec<((u32, Counted), u64, isize)>>,
+    payloads: Payloads,
+    metrics: Arc<Metrics>,
+) -> Stream<'scope, u64, Vec<Alert>> {
+    counted
+        .broadcast()
+        .unary_frontier(Pipeline, "RapidAlerts", move |_cap, _info| {
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    let payloads = payloads.borrow();
+                    for ((account, (w, count, ids)), time, diff) in data.drain(..) {
+                        // The update at the transaction's own time is its verdict.
+                        if diff <= 0 || time != step_up(w.event_time as u64) || count != w.min_count
+                        {
+                            continue;
+                        }
+                        // Another worker's transaction, or a seed (counted, never judged: its
+                        // min_count is out of reach).
+                        let Some(p) = payloads.get(&(time, w.transaction_id)) else {
+                            continue;
+                        };
+                        metrics.alert(Rule::RapidActivity);
+                        session.give(to_alert(account, &w, p, count, ids));
+                    }
+                });
+                let mut payloads = payloads.borrow_mut();
+                match frontier.frontier().iter().min() {
+                    None => payloads.clear(),
+                    Some(&t) => *payloads = payloads.split_off(&(t, Uuid::nil())),
+                }
+            }
+        })
 }
 
 /// Each entry as two updates of its account's collection: `+1` at its time and `-1` once its
@@ -103,7 +160,8 @@ pub fn rapid_activity<'scope>(
 /// their time: handed to differential at once, a minute of future updates would sit in its
 /// batcher and be merged again at every step of the frontier.
 fn window_updates<'scope>(
-    entries: Stream<'scope, u64, Vec<(u32, Windowed)>>,
+    entries: Stream<'scope, u64, Vec<Entry>>,
+    payloads: Payloads,
 ) -> Stream<'scope, u64, Vec<Update>> {
     entries.unary_frontier(Pipeline, "WindowUpdates", |_cap, _info| {
         // Retractions by the time they are due.
@@ -117,15 +175,20 @@ fn window_updates<'scope>(
                 };
                 let now = *cap.time();
                 let mut session = output.session(&cap);
-                for (key, w) in data.drain(..) {
+                let mut waiting = payloads.borrow_mut();
+                for (key, w, payload) in data.drain(..) {
                     let e = w.event_time as u64;
-                    let window = u64::from(w.params.window_seconds) * MICROS_PER_SECOND as u64;
+                    let window = u64::from(w.window_seconds) * MICROS_PER_SECOND as u64;
                     // A step after the window's end, rounded up: every transaction whose
                     // window still reaches back to this one is judged while it is there.
                     let leave = step_up(e + window) + STEP;
-                    pending.entry(leave).or_default().push((key, w.clone()));
+                    pending.entry(leave).or_default().push((key, w));
                     // At or after this message's time (the record's 10 ms granule).
-                    session.give(((key, w), step_up(e), 1isize));
+                    let at = step_up(e);
+                    if let Some(p) = payload {
+                        waiting.insert((at, w.transaction_id), p);
+                    }
+                    session.give(((key, w), at, 1isize));
                 }
                 drop(session);
                 if held.as_ref().is_none_or(|h| *h.time() > now) {
@@ -165,43 +228,39 @@ fn window_updates<'scope>(
 /// `min_count`, with the window's ids. Only those: most accounts have fewer transactions in a
 /// window than any `min_count`, and an empty output costs the arrangement nothing.
 fn count_windows(_account: &u32, input: &[(&Windowed, isize)], output: &mut Vec<(Counted, isize)>) {
-    let fewest = input
-        .iter()
-        .map(|(w, _)| w.params.min_count)
-        .min()
-        .unwrap_or(1);
+    let fewest = input.iter().map(|(w, _)| w.min_count).min().unwrap_or(1);
     if (input.len() as u32) < fewest {
         return;
     }
     for (i, (w, _)) in input.iter().enumerate() {
-        let window = i64::from(w.params.window_seconds) * MICROS_PER_SECOND;
+        let window = i64::from(w.window_seconds) * MICROS_PER_SECOND;
         // The first transaction inside (T - window, T]; those before it have left.
         let start = input[..i].partition_point(|(x, _)| x.event_time <= w.event_time - window);
         let count = (i - start + 1) as u32;
-        if count == w.params.min_count {
+        if count == w.min_count {
             let ids = input[start..=i]
                 .iter()
                 .map(|(x, _)| x.transaction_id)
                 .collect();
-            output.push((((*w).clone(), count, ids), 1));
+            output.push(((**w, count, ids), 1));
         }
     }
 }
 
-fn to_alert(account: u32, w: Windowed, count: u32, ids: Vec<Uuid>) -> Alert {
+fn to_alert(account: u32, w: &Windowed, p: &Payload, count: u32, ids: Vec<Uuid>) -> Alert {
     Alert {
         alert_id: Alert::id_for(Rule::RapidActivity, w.transaction_id),
         rule: Rule::RapidActivity,
-        severity: w.params.severity,
-        rules_version: w.rules_version,
+        severity: p.severity,
+        rules_version: p.rules_version,
         transaction_id: w.transaction_id,
         account_id: AccountId::new(account).expect("keys are account numbers"),
-        amount: w.amount,
-        currency: w.currency,
+        amount: p.amount,
+        currency: p.currency,
         event_time: EventTime::from_micros(w.event_time),
         detected_at: EventTime::now(),
         details: Details::RapidActivity {
-            window_seconds: w.params.window_seconds,
+            window_seconds: w.window_seconds,
             count,
             transaction_ids: ids,
         },
