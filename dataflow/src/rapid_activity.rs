@@ -74,6 +74,9 @@ type Update = ((u32, Windowed), u64, isize);
 /// A transaction whose window holds exactly its `min_count` at some time, with the window's ids.
 type Counted = (Windowed, u32, Vec<Uuid>);
 
+/// An update of the counts: ((account, counted), time, diff).
+type CountUpdate = ((u32, Counted), u64, isize);
+
 /// Payloads by (verdict time, transaction id), of the transactions one worker read: written
 /// before the arrangement, read and dropped after it.
 type Payloads = Rc<RefCell<BTreeMap<(u64, Uuid), Payload>>>;
@@ -120,7 +123,7 @@ pub fn rapid_activity<'scope>(
 /// payload and raises the alert. Once the frontier has passed a time, every verdict of that
 /// time has been made, and its payloads are dropped.
 fn alerts<'scope>(
-    counted: Stream<'scope, u64, Vec<((u32, Counted), u64, isize)>>,
+    counted: Stream<'scope, u64, Vec<CountUpdate>>,
     payloads: Payloads,
     metrics: Arc<Metrics>,
 ) -> Stream<'scope, u64, Vec<Alert>> {

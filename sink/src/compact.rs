@@ -457,6 +457,18 @@ mod tests {
         (groups.into_iter().flatten().collect(), added)
     }
 
+    /// `compact` of `transactions` with a 1 MiB target: every test file is small.
+    async fn compact_transactions(lake: &Lake) -> Compacted {
+        compact(
+            &lake.config,
+            lake.catalog.as_ref(),
+            Table::Transactions,
+            1 << 20,
+        )
+        .await
+        .unwrap()
+    }
+
     async fn live_count(table: &iceberg::table::Table) -> usize {
         let current = table.metadata().current_snapshot().unwrap();
         live_files(table, current).await.unwrap().len()
@@ -469,14 +481,7 @@ mod tests {
         let old = before.metadata().current_snapshot_id().unwrap();
         assert_eq!(live_count(&before).await, 8);
 
-        let done = compact(
-            &lake.config,
-            lake.catalog.as_ref(),
-            Table::Transactions,
-            1 << 20,
-        )
-        .await
-        .unwrap();
+        let done = compact_transactions(&lake).await;
         assert_eq!(
             (done.removed, done.added, done.rows, done.attempts),
             (8, 2, 12, 1)
@@ -502,14 +507,7 @@ mod tests {
         assert_eq!(rows(&after, Some(old)).await, rows(&before, None).await);
 
         // Nothing left to merge: no new snapshot.
-        let again = compact(
-            &lake.config,
-            lake.catalog.as_ref(),
-            Table::Transactions,
-            1 << 20,
-        )
-        .await
-        .unwrap();
+        let again = compact_transactions(&lake).await;
         assert_eq!(again, Compacted::default());
     }
 
@@ -558,14 +556,7 @@ mod tests {
         let base = four_appends(&lake).await;
         let snapshot = base.metadata().current_snapshot().unwrap().clone();
         let (removed, added) = rewrite_all(&base, &snapshot).await;
-        compact(
-            &lake.config,
-            lake.catalog.as_ref(),
-            Table::Transactions,
-            1 << 20,
-        )
-        .await
-        .unwrap();
+        compact_transactions(&lake).await;
 
         let now = load(lake.catalog.as_ref(), Table::Transactions)
             .await
@@ -587,14 +578,7 @@ mod tests {
             .map(|l| l.file.file_path().to_owned())
             .collect();
         let expected = rows(&before, None).await;
-        compact(
-            &lake.config,
-            lake.catalog.as_ref(),
-            Table::Transactions,
-            1 << 20,
-        )
-        .await
-        .unwrap();
+        compact_transactions(&lake).await;
         let now_ms = now_ms() + 1000;
         crate::maintenance::expire_snapshots(lake.catalog.as_ref(), Table::Transactions, now_ms, 1)
             .await
