@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use iceberg::io::LocalFsStorageFactory;
-use iceberg::spec::{FormatVersion, TableMetadata};
+use iceberg::spec::{FormatVersion, Snapshot, SnapshotReference, SnapshotRetention, MAIN_BRANCH};
 use iceberg::{
     Catalog, CatalogBuilder, MetadataLocation, NamespaceIdent, TableCreation, TableIdent,
+    TableRequirement, TableUpdate,
 };
 use iceberg_catalog_rest::{
-    RestCatalogBuilder, REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE,
+    CommitTableRequest, RestCatalogBuilder, REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE,
 };
 use iceberg_catalog_sql::{
     SqlBindStyle, SqlCatalogBuilder, SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI,
@@ -235,30 +236,43 @@ async fn create_tables(catalog: &dyn Catalog) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes `metadata` the current metadata of `table` if, and only if, the catalog still holds
-/// the metadata `table` was loaded with: a compare-and-swap, as iceberg-rust's
-/// `Catalog::update_table` does, for changes it has no action for (a `replace` snapshot, see
-/// [`crate::compact`]). False when another commit came first: reload and build again on the
-/// new base.
+/// Commits `snapshot` as the new head of `table`'s main branch if, and only if, the branch is
+/// still where it was when `table` was loaded: for snapshots iceberg-rust has no action for (a
+/// `replace`, see [`crate::compact`]). False when another commit came first: reload and build
+/// again on the new base.
 ///
-/// The SQL catalog only: a REST catalog takes commits as a list of requirements and updates,
-/// which iceberg-rust builds only for its own actions.
+/// With the SQL catalog, the new metadata is written beside the old and swapped in by a
+/// compare-and-swap on the catalog's row, as iceberg-rust's SQL catalog does for its own
+/// commits. With a REST catalog, it is the commit request iceberg-rust's actions send: the
+/// snapshot as updates, with the table's uuid and the branch's snapshot as requirements.
 pub async fn swap(
     config: &CatalogConfig,
     table: &iceberg::table::Table,
-    metadata: TableMetadata,
+    snapshot: Snapshot,
 ) -> anyhow::Result<bool> {
-    let Resolved::Sql { database, .. } = resolve(config)? else {
-        bail!(
-            "this build commits rewrites (compact) to the SQL catalog only, not to a REST \
-             catalog ({})",
-            config.uri.as_deref().unwrap_or_default()
-        );
-    };
+    match resolve(config)? {
+        Resolved::Sql { database, .. } => swap_sql(&config.name, &database, table, snapshot).await,
+        Resolved::Rest { uri, warehouse } => commit_rest(&uri, &warehouse, table, snapshot).await,
+    }
+}
+
+async fn swap_sql(
+    catalog_name: &str,
+    database: &str,
+    table: &iceberg::table::Table,
+    snapshot: Snapshot,
+) -> anyhow::Result<bool> {
     let ident = table.identifier();
     let current = table
         .metadata_location()
         .with_context(|| format!("{ident} has no metadata location"))?;
+    let metadata = table
+        .metadata()
+        .clone()
+        .into_builder(Some(current.to_owned()))
+        .set_branch_snapshot(snapshot, MAIN_BRANCH)?
+        .build()?
+        .metadata;
     let next = MetadataLocation::from_str(current)?
         .with_next_version()
         .with_new_metadata(&metadata);
@@ -268,7 +282,7 @@ pub async fn swap(
         .with_context(|| format!("writing {next}"))?;
     let next = next.to_string();
     // Waits for a commit of the running pipeline rather than failing at once.
-    let options = SqliteConnectOptions::from_str(&database)?.busy_timeout(Duration::from_secs(30));
+    let options = SqliteConnectOptions::from_str(database)?.busy_timeout(Duration::from_secs(30));
     let mut db = SqliteConnection::connect_with(&options)
         .await
         .with_context(|| format!("opening the SQL catalog {database}"))?;
@@ -279,7 +293,7 @@ pub async fn swap(
     )
     .bind(&next)
     .bind(current)
-    .bind(&config.name)
+    .bind(catalog_name)
     .bind(ident.namespace().join("."))
     .bind(ident.name())
     .bind(current)
@@ -291,6 +305,70 @@ pub async fn swap(
         let _ = table.file_io().delete(&next).await;
     }
     Ok(swapped.rows_affected() == 1)
+}
+
+async fn commit_rest(
+    uri: &str,
+    warehouse: &str,
+    table: &iceberg::table::Table,
+    snapshot: Snapshot,
+) -> anyhow::Result<bool> {
+    let ident = table.identifier();
+    let client = reqwest::Client::new();
+    let base = uri.trim_end_matches('/');
+    let config: serde_json::Value = client
+        .get(format!("{base}/v1/config"))
+        .query(&[("warehouse", warehouse)])
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| format!("reading the REST catalog's configuration at {base}"))?
+        .json()
+        .await?;
+    let prefix = ["overrides", "defaults"]
+        .iter()
+        .find_map(|k| config[k]["prefix"].as_str())
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default();
+    let url = format!(
+        "{base}/v1{prefix}/namespaces/{}/tables/{}",
+        ident.namespace().to_url_string(),
+        ident.name()
+    );
+    let id = snapshot.snapshot_id();
+    let request = CommitTableRequest {
+        identifier: Some(ident.clone()),
+        requirements: vec![
+            TableRequirement::UuidMatch {
+                uuid: table.metadata().uuid(),
+            },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: MAIN_BRANCH.to_owned(),
+                snapshot_id: table.metadata().current_snapshot_id(),
+            },
+        ],
+        updates: vec![
+            TableUpdate::AddSnapshot { snapshot },
+            TableUpdate::SetSnapshotRef {
+                ref_name: MAIN_BRANCH.to_owned(),
+                reference: SnapshotReference::new(id, SnapshotRetention::branch(None, None, None)),
+            },
+        ],
+    };
+    let response = client
+        .post(&url)
+        .json(&request)
+        .send()
+        .await
+        .with_context(|| format!("committing {ident} to the REST catalog at {url}"))?;
+    match response.status() {
+        s if s.is_success() => Ok(true),
+        reqwest::StatusCode::CONFLICT => Ok(false),
+        s => bail!(
+            "the REST catalog refused the commit of {ident} ({s}): {}",
+            response.text().await.unwrap_or_default()
+        ),
+    }
 }
 
 /// Loads one of the tables (its current metadata: schema, partition spec, snapshots).

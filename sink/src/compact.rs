@@ -1,7 +1,7 @@
 //! Compaction: rewrites the small data files that frequent commits leave into larger ones, as
 //! one `replace` snapshot. iceberg-rust 0.10.1 has no rewrite action, and its transactions
 //! take no action from outside the crate, so the snapshot is built here from its own types
-//! (manifest writer, manifest list writer, snapshot, metadata builder) and committed with
+//! (manifest writer, manifest list writer, snapshot) and committed with
 //! [`crate::catalog::swap`].
 //!
 //! The new snapshot has one manifest listing every file of its base: the rewritten files as
@@ -21,7 +21,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use iceberg::spec::{
     DataContentType, DataFile, ManifestContentType, ManifestList, ManifestListWriter,
     ManifestWriterBuilder, Operation, Snapshot, SnapshotRef, SnapshotSummaryCollector, Struct,
-    Summary, MAIN_BRANCH,
+    Summary,
 };
 use iceberg::Catalog;
 
@@ -358,16 +358,7 @@ async fn replace(
         })
         .with_schema_id(metadata.current_schema_id())
         .build();
-    let location = table
-        .metadata_location()
-        .context("the table has no metadata location")?;
-    let next = metadata
-        .clone()
-        .into_builder(Some(location.to_owned()))
-        .set_branch_snapshot(snapshot, MAIN_BRANCH)?
-        .build()?
-        .metadata;
-    if swap(config, table, next).await? {
+    if swap(config, table, snapshot).await? {
         return Ok(Replaced::Committed(snapshot_id));
     }
     for f in [&manifest_path, &list_path] {

@@ -422,13 +422,13 @@ fn compact_keeps_every_row_in_fewer_files_and_old_snapshots_readable() {
 fn maintenance_while_the_pipeline_commits_loses_nothing() {
     let (running, reference) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // The same stream into two warehouses: one left alone, one compacted and expired again and
-    // again while the dataflow commits into it (paced so that it runs for some seconds).
+    // again while the dataflow commits into it (paced so that it runs for ten seconds).
     let mut dataflow = bin("dataflow")
         .arg("--warehouse")
         .arg(running.path())
         .args([
             "--rate",
-            "40000",
+            "20000",
             "--count",
             "200000",
             "--until-caught-up",
