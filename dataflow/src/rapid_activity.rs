@@ -168,7 +168,7 @@ fn window_updates<'scope>(
 ) -> Stream<'scope, u64, Vec<Update>> {
     entries.unary_frontier(Pipeline, "WindowUpdates", |_cap, _info| {
         // Retractions by the time they are due.
-        let mut pending: BTreeMap<u64, Vec<(u32, Windowed)>> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, Chunks<(u32, Windowed)>> = BTreeMap::new();
         // A capability at or before the earliest pending retraction.
         let mut held: Option<Capability<u64>> = None;
         move |(input, frontier), output| {
@@ -225,6 +225,43 @@ fn window_updates<'scope>(
             }
         }
     })
+}
+
+/// A list in chunks of fixed capacity: the pending retractions are the largest thing this
+/// operator holds (a window's worth of entries), and a `Vec` grown by doubling would waste up to
+/// half of it.
+struct Chunks<T> {
+    chunks: Vec<Vec<T>>,
+}
+
+impl<T> Default for Chunks<T> {
+    fn default() -> Self {
+        Chunks { chunks: Vec::new() }
+    }
+}
+
+impl<T> Chunks<T> {
+    const CAPACITY: usize = 4096;
+
+    fn push(&mut self, item: T) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < Self::CAPACITY => last.push(item),
+            _ => {
+                let mut chunk = Vec::with_capacity(Self::CAPACITY);
+                chunk.push(item);
+                self.chunks.push(chunk);
+            }
+        }
+    }
+}
+
+impl<T> IntoIterator for Chunks<T> {
+    type Item = T;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<T>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.into_iter().flatten()
+    }
 }
 
 /// For one account's transactions in the window (sorted): those whose count is their
