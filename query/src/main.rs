@@ -28,6 +28,8 @@ use crate::lakehouse::{create_view, load_all, plan, snapshot_of, AsOf};
 ///   query --table alerts --as-of-timestamp 2026-03-02T10:00:00Z
 ///   query --sql "SELECT rule, count(*) FROM alerts GROUP BY rule"
 ///   query snapshots --table transactions
+///   query compact
+///   query expire-snapshots --older-than 7d --retain-last 10
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -109,15 +111,18 @@ struct Read {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// List a table's snapshots: id, time, operation and summary (with the Kafka offsets
-    /// each commit covers).
+    /// List a table's snapshots: id, time, operation and summary.
+    ///
+    /// The summary holds the Kafka offsets each commit covers.
     Snapshots {
         /// The table [default: all three]
         #[arg(long)]
         table: Option<String>,
     },
-    /// Expire old snapshots and delete the files no remaining snapshot refers to (never the
-    /// current snapshot's), and data files of interrupted commits older than a day.
+    /// Expire old snapshots and delete the files nothing refers to any more.
+    ///
+    /// Deletes the files no remaining snapshot refers to (never the current snapshot's), and
+    /// data files of interrupted commits older than a day.
     ExpireSnapshots {
         /// The table [default: all three]
         #[arg(long)]
@@ -129,8 +134,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         retain_last: usize,
     },
-    /// Rewrite small data files into larger ones, as one `replace` snapshot that reads the same
-    /// rows and carries the Kafka offsets forward (one manifest replaces the many that commits
+    /// Rewrite small data files into larger ones, as one `replace` snapshot.
+    ///
+    /// The new snapshot reads the same rows and carries the Kafka offsets forward (one manifest replaces the many that commits
     /// add). Safe while the dataflow commits: a commit that lands first is kept and the rewrite
     /// is committed on top of it. Older snapshots still read their own files until expired.
     Compact {
@@ -142,8 +148,9 @@ enum Command {
         #[arg(long, default_value = "256MiB", value_parser = parse_size)]
         target_file_size: u64,
     },
-    /// Add a nullable column to a table without rewriting data: rows written before read it as
-    /// NULL, and the running pipeline keeps committing. TYPE: string, int, long, boolean,
+    /// Add a nullable column to a table, without rewriting data.
+    ///
+    /// Rows written before read it as NULL, and the running pipeline keeps committing. TYPE: string, int, long, boolean,
     /// double, date, timestamptz or decimal(P,S).
     AddColumn {
         #[arg(long)]
