@@ -236,6 +236,44 @@ async fn create_tables(catalog: &dyn Catalog) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The SQL catalog's write lock (`BEGIN IMMEDIATE` on its database), taken before a snapshot
+/// iceberg-rust has no action for is built, and released by [`swap`]. The running pipeline's
+/// commits wait for it (the time to build a manifest: milliseconds) instead of racing it, so
+/// frequent commits cannot starve a compaction. [`CommitLock::none`] commits optimistically, as
+/// with a REST catalog, which has no such lock.
+pub struct CommitLock {
+    db: Option<SqliteConnection>,
+}
+
+impl CommitLock {
+    /// Takes the lock of `config`'s catalog; for a REST catalog, no lock.
+    pub async fn take(config: &CatalogConfig) -> anyhow::Result<CommitLock> {
+        let Resolved::Sql { database, .. } = resolve(config)? else {
+            return Ok(CommitLock::none());
+        };
+        let mut db = connect(&database).await?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut db)
+            .await
+            .with_context(|| format!("taking the write lock of the SQL catalog {database}"))?;
+        Ok(CommitLock { db: Some(db) })
+    }
+
+    /// No lock: a commit fails, and is built again, if another came first.
+    pub fn none() -> CommitLock {
+        CommitLock { db: None }
+    }
+}
+
+/// A connection to the SQL catalog's database that waits for a commit of the running pipeline
+/// rather than failing at once.
+async fn connect(database: &str) -> anyhow::Result<SqliteConnection> {
+    let options = SqliteConnectOptions::from_str(database)?.busy_timeout(Duration::from_secs(30));
+    SqliteConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("opening the SQL catalog {database}"))
+}
+
 /// Commits `snapshot` as the new head of `table`'s main branch if, and only if, the branch is
 /// still where it was when `table` was loaded: for snapshots iceberg-rust has no action for (a
 /// `replace`, see [`crate::compact`]). False when another commit came first: reload and build
@@ -247,18 +285,28 @@ async fn create_tables(catalog: &dyn Catalog) -> anyhow::Result<()> {
 /// snapshot as updates, with the table's uuid and the branch's snapshot as requirements.
 pub async fn swap(
     config: &CatalogConfig,
+    lock: CommitLock,
     table: &iceberg::table::Table,
     snapshot: Snapshot,
 ) -> anyhow::Result<bool> {
     match resolve(config)? {
-        Resolved::Sql { database, .. } => swap_sql(&config.name, &database, table, snapshot).await,
+        Resolved::Sql { database, .. } => {
+            let (db, locked) = match lock.db {
+                Some(db) => (db, true),
+                None => (connect(&database).await?, false),
+            };
+            swap_sql(&config.name, db, locked, table, snapshot).await
+        }
         Resolved::Rest { uri, warehouse } => commit_rest(&uri, &warehouse, table, snapshot).await,
     }
 }
 
+/// The swap on `db`, which holds the write lock if `locked` (then released: committed or
+/// rolled back).
 async fn swap_sql(
     catalog_name: &str,
-    database: &str,
+    mut db: SqliteConnection,
+    locked: bool,
     table: &iceberg::table::Table,
     snapshot: Snapshot,
 ) -> anyhow::Result<bool> {
@@ -281,11 +329,6 @@ async fn swap_sql(
         .await
         .with_context(|| format!("writing {next}"))?;
     let next = next.to_string();
-    // Waits for a commit of the running pipeline rather than failing at once.
-    let options = SqliteConnectOptions::from_str(database)?.busy_timeout(Duration::from_secs(30));
-    let mut db = SqliteConnection::connect_with(&options)
-        .await
-        .with_context(|| format!("opening the SQL catalog {database}"))?;
     let swapped = sqlx::query(
         "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
          WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
@@ -299,12 +342,19 @@ async fn swap_sql(
     .bind(current)
     .execute(&mut db)
     .await
-    .with_context(|| format!("committing {ident} in the SQL catalog {database}"))?;
-    if swapped.rows_affected() == 0 {
+    .with_context(|| format!("committing {ident} in the SQL catalog"))?;
+    let done = swapped.rows_affected() == 1;
+    if locked {
+        sqlx::query(if done { "COMMIT" } else { "ROLLBACK" })
+            .execute(&mut db)
+            .await
+            .with_context(|| format!("committing {ident} in the SQL catalog"))?;
+    }
+    if !done {
         // Ours lost: its metadata file is referenced by nothing.
         let _ = table.file_io().delete(&next).await;
     }
-    Ok(swapped.rows_affected() == 1)
+    Ok(done)
 }
 
 async fn commit_rest(

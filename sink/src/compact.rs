@@ -10,9 +10,12 @@
 //! each fast append adds. Its summary carries forward the `finstream.*` properties, that is the
 //! Kafka offsets a restart of the pipeline resumes from.
 //!
-//! The running pipeline may commit between the moment the rewrite starts and the swap. Then the
-//! swap fails, the table is reloaded, and the snapshot is built again on the new base, so the
-//! new files show up in it as `existing`. The data files are written once.
+//! The running pipeline keeps committing while the data files are rewritten; the snapshot is
+//! then built on the table as it is, so its new files show up in it as `existing`. With the SQL
+//! catalog that last step (load, build, swap) runs under the catalog's write lock
+//! ([`CommitLock`]): the pipeline's commits wait for it, milliseconds, and cannot starve it.
+//! With a REST catalog it is optimistic: when another commit comes first, the swap fails and
+//! the snapshot is built again on the new base. The data files are written once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,7 +28,7 @@ use iceberg::spec::{
 };
 use iceberg::Catalog;
 
-use crate::catalog::{load, swap, CatalogConfig};
+use crate::catalog::{load, swap, CatalogConfig, CommitLock};
 use crate::commit::carried_over;
 use crate::schema::Table;
 use crate::writer::TableWriter;
@@ -202,7 +205,11 @@ pub async fn compact(
         );
     }
     for attempt in 1..=ATTEMPTS {
-        match replace(config, &table, &removed, &added).await? {
+        // The base is loaded under the catalog's write lock (SQL), so that it stays the base
+        // until the swap.
+        let lock = CommitLock::take(config).await?;
+        table = load(catalog, which).await?;
+        match replace(config, lock, &table, &removed, &added).await? {
             Replaced::Committed(snapshot) => {
                 return Ok(Compacted {
                     removed: removed.len(),
@@ -226,7 +233,6 @@ pub async fn compact(
                     attempt,
                     "another commit came first; compacting on the new base"
                 );
-                table = load(catalog, which).await?;
             }
         }
     }
@@ -259,6 +265,7 @@ enum Replaced {
 /// holds `table`'s metadata.
 async fn replace(
     config: &CatalogConfig,
+    lock: CommitLock,
     table: &iceberg::table::Table,
     removed: &[DataFile],
     added: &[DataFile],
@@ -358,7 +365,7 @@ async fn replace(
         })
         .with_schema_id(metadata.current_schema_id())
         .build();
-    if swap(config, table, snapshot).await? {
+    if swap(config, lock, table, snapshot).await? {
         return Ok(Replaced::Committed(snapshot_id));
     }
     for f in [&manifest_path, &list_path] {
@@ -511,13 +518,14 @@ mod tests {
         // The pipeline commits while the rewrite runs.
         let newer = append(&lake, transactions(&["2026-03-02"], 100), 101).await;
 
-        let stale = replace(&lake.config, &base, &removed, &added)
+        let stale = replace(&lake.config, CommitLock::none(), &base, &removed, &added)
             .await
             .unwrap();
         assert!(matches!(stale, Replaced::Conflict));
-        let Replaced::Committed(id) = replace(&lake.config, &newer, &removed, &added)
-            .await
-            .unwrap()
+        let Replaced::Committed(id) =
+            replace(&lake.config, CommitLock::none(), &newer, &removed, &added)
+                .await
+                .unwrap()
         else {
             panic!("the swap on the new base failed");
         };
@@ -552,7 +560,9 @@ mod tests {
         let now = load(lake.catalog.as_ref(), Table::Transactions)
             .await
             .unwrap();
-        let outcome = replace(&lake.config, &now, &removed, &added).await.unwrap();
+        let outcome = replace(&lake.config, CommitLock::none(), &now, &removed, &added)
+            .await
+            .unwrap();
         assert!(matches!(outcome, Replaced::Gone(8)));
         assert_eq!(rows(&now, None).await, rows(&base, None).await);
     }
