@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context as _};
 use futures::{StreamExt as _, TryStreamExt as _};
+use iceberg::scan::FileScanTask;
 use iceberg::spec::{
     DataContentType, DataFile, ManifestContentType, ManifestList, ManifestListWriter,
     ManifestWriterBuilder, Operation, Snapshot, SnapshotRef, SnapshotSummaryCollector, Struct,
@@ -130,26 +131,40 @@ fn choose(live: &[Live], target: u64) -> Vec<Vec<DataFile>> {
     groups
 }
 
-/// Reads `files` (of snapshot `snapshot_id`, all of one partition) in the table's current
-/// schema, as iceberg-rust's reader resolves columns by id, and writes their rows into files of
-/// about `target` bytes. One partition at a time, so that memory holds one row group.
-async fn rewrite(
+/// The scan tasks of snapshot `snapshot_id`'s `files`, by file path: each reads a whole file in
+/// the table's current schema (iceberg-rust's reader resolves columns by id).
+async fn scan_tasks(
     table: &iceberg::table::Table,
     snapshot_id: i64,
     files: &[DataFile],
-    target: u64,
-) -> anyhow::Result<Vec<DataFile>> {
+) -> anyhow::Result<HashMap<String, Vec<FileScanTask>>> {
     let wanted: HashSet<&str> = files.iter().map(|f| f.file_path()).collect();
-    let tasks: Vec<_> = table
+    let mut tasks: HashMap<String, Vec<FileScanTask>> = HashMap::new();
+    let mut planned = table
         .scan()
         .snapshot_id(snapshot_id)
         .select_all()
         .build()?
         .plan_files()
-        .await?
-        .try_filter(|task| std::future::ready(wanted.contains(task.data_file_path.as_str())))
-        .try_collect()
         .await?;
+    while let Some(task) = planned.try_next().await? {
+        if wanted.contains(task.data_file_path.as_str()) {
+            tasks
+                .entry(task.data_file_path.clone())
+                .or_default()
+                .push(task);
+        }
+    }
+    Ok(tasks)
+}
+
+/// Reads `tasks` (the files of one partition) and writes their rows into files of about
+/// `target` bytes. One partition at a time, so that memory holds one row group.
+async fn rewrite(
+    table: &iceberg::table::Table,
+    tasks: Vec<FileScanTask>,
+    target: u64,
+) -> anyhow::Result<Vec<DataFile>> {
     let mut rows = table
         .reader_builder()
         .build()
@@ -161,6 +176,34 @@ async fn rewrite(
         writer.write(batch).await?;
     }
     writer.close().await
+}
+
+/// Rewrites `groups` (files of snapshot `snapshot_id`, by partition), a partition at a time,
+/// with one plan of the snapshot; the files written. On an error, those already written are
+/// deleted.
+async fn rewrite_all(
+    table: &iceberg::table::Table,
+    snapshot_id: i64,
+    groups: &[Vec<DataFile>],
+    target: u64,
+) -> anyhow::Result<Vec<DataFile>> {
+    let all: Vec<DataFile> = groups.iter().flatten().cloned().collect();
+    let mut tasks = scan_tasks(table, snapshot_id, &all).await?;
+    let mut added = Vec::new();
+    for files in groups {
+        let group = files
+            .iter()
+            .flat_map(|f| tasks.remove(f.file_path()).unwrap_or_default())
+            .collect();
+        match rewrite(table, group, target).await {
+            Ok(files) => added.extend(files),
+            Err(e) => {
+                discard(table, &added).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(added)
 }
 
 /// Rewrites the small data files of `which` into files of about `target_file_bytes`, as one
@@ -180,19 +223,9 @@ pub async fn compact(
     if groups.is_empty() {
         return Ok(Compacted::default());
     }
-    let mut added = Vec::new();
-    for files in &groups {
-        let written = rewrite(&table, base.snapshot_id(), files, target_file_bytes).await;
-        match written
-            .with_context(|| format!("rewriting {} files of {}", files.len(), which.name()))
-        {
-            Ok(files) => added.extend(files),
-            Err(e) => {
-                discard(&table, &added).await;
-                return Err(e);
-            }
-        }
-    }
+    let added = rewrite_all(&table, base.snapshot_id(), &groups, target_file_bytes)
+        .await
+        .with_context(|| format!("rewriting the small files of {}", which.name()))?;
     let removed: Vec<DataFile> = groups.into_iter().flatten().collect();
     let rows: u64 = removed.iter().map(|f| f.record_count()).sum();
     let written: u64 = added.iter().map(|f| f.record_count()).sum();
@@ -439,19 +472,14 @@ mod tests {
     }
 
     /// What a compaction of `snapshot` would remove and add, written but not committed.
-    async fn rewrite_all(
+    async fn rewritten(
         table: &iceberg::table::Table,
         snapshot: &SnapshotRef,
     ) -> (Vec<DataFile>, Vec<DataFile>) {
         let groups = choose(&live_files(table, snapshot).await.unwrap(), 1 << 20);
-        let mut added = Vec::new();
-        for files in &groups {
-            added.extend(
-                rewrite(table, snapshot.snapshot_id(), files, 1 << 20)
-                    .await
-                    .unwrap(),
-            );
-        }
+        let added = rewrite_all(table, snapshot.snapshot_id(), &groups, 1 << 20)
+            .await
+            .unwrap();
         (groups.into_iter().flatten().collect(), added)
     }
 
@@ -514,7 +542,7 @@ mod tests {
         let lake = lakehouse().await;
         let base = four_appends(&lake).await;
         let snapshot = base.metadata().current_snapshot().unwrap().clone();
-        let (removed, added) = rewrite_all(&base, &snapshot).await;
+        let (removed, added) = rewritten(&base, &snapshot).await;
         // The pipeline commits while the rewrite runs.
         let newer = append(&lake, transactions(&["2026-03-02"], 100), 101).await;
 
@@ -554,7 +582,7 @@ mod tests {
         let lake = lakehouse().await;
         let base = four_appends(&lake).await;
         let snapshot = base.metadata().current_snapshot().unwrap().clone();
-        let (removed, added) = rewrite_all(&base, &snapshot).await;
+        let (removed, added) = rewritten(&base, &snapshot).await;
         compact_transactions(&lake).await;
 
         let now = load(lake.catalog.as_ref(), Table::Transactions)
