@@ -38,6 +38,17 @@ pub fn bin(name: &str) -> Command {
     c
 }
 
+/// Runs `command` to the end and asserts it succeeded, showing its stderr if not; its output.
+pub fn succeed(command: &mut Command) -> std::process::Output {
+    let out = command.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The bootstrap address of a running broker: `KAFKA_BROKERS` when set, else the one
 /// `scripts/kafka.sh start` runs (started here if need be; the script is idempotent).
 pub fn brokers() -> &'static str {

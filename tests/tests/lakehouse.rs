@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType};
-use e2e::{bin, brokers, create_topic, read_all, read_tables, row_texts, temp_file, unique_topic};
+use e2e::{
+    bin, brokers, create_topic, read_all, read_tables, row_texts, succeed, temp_file, unique_topic,
+};
 use model::{validate, Rules, Transaction};
 use rand::{Rng, SeedableRng};
 
@@ -232,16 +234,11 @@ fn every_record_lands_once_with_its_values_and_other_engines_read_the_same() {
     let cents: i64 = input.valid.values().map(|t| t.amount.cents()).sum();
     let sum = format!("{}.{:02}", cents / 100, cents % 100);
     let before = interop();
-    let out = bin("query")
-        .arg("--warehouse")
-        .arg(warehouse.path())
-        .arg("compact")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        bin("query")
+            .arg("--warehouse")
+            .arg(warehouse.path())
+            .arg("compact"),
     );
     let after = interop();
     for other in [&before, &after] {

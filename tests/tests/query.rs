@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use e2e::{bin, brokers, create_topic, read_all, temp_file, unique_topic};
+use e2e::{bin, brokers, create_topic, read_all, succeed, temp_file, unique_topic};
 use model::{validate, Rules, Transaction};
 
 struct Lake {
@@ -74,24 +74,19 @@ fn query(warehouse: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>, Stri
 /// The embedded dataflow's first `count` records into `warehouse` (resuming after what is
 /// there), with commits every 2 s of event time.
 fn embedded_dataflow(warehouse: &Path, count: &str) {
-    let out = bin("dataflow")
-        .arg("--warehouse")
-        .arg(warehouse)
-        .args([
-            "--rate",
-            "0",
-            "--count",
-            count,
-            "--until-caught-up",
-            "--quiet",
-        ])
-        .args(["--progress", "0", "-w", "2", "--commit-interval", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        bin("dataflow")
+            .arg("--warehouse")
+            .arg(warehouse)
+            .args([
+                "--rate",
+                "0",
+                "--count",
+                count,
+                "--until-caught-up",
+                "--quiet",
+            ])
+            .args(["--progress", "0", "-w", "2", "--commit-interval", "2"]),
     );
 }
 
@@ -208,22 +203,15 @@ fn add_column_keeps_old_rows_and_the_pipeline_writing() {
     let wh = warehouse.path();
     embedded_dataflow(wh, "20000");
     let before = count(wh, &[]);
-    let out = bin("query")
-        .arg("--warehouse")
-        .arg(wh)
-        .args([
+    maintain(
+        wh,
+        &[
             "add-column",
             "--table",
             "transactions",
             "review_note",
             "string",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let err = query(
         wh,
@@ -281,20 +269,16 @@ fn expire_snapshots_keeps_the_current_rows_and_drops_old_snapshots() {
     };
     assert_eq!(lists(), snaps.len());
 
-    let out = bin("query")
-        .arg("--warehouse")
-        .arg(wh)
-        .args([
+    let stderr = maintain(
+        wh,
+        &[
             "expire-snapshots",
             "--older-than",
             "0s",
             "--retain-last",
             "2",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+        ],
+    );
     assert!(
         stderr.contains("transactions:") && stderr.contains("snapshots expired"),
         "{stderr}"
@@ -322,15 +306,8 @@ fn expire_snapshots_keeps_the_current_rows_and_drops_old_snapshots() {
 
 /// `query ARGS` on `warehouse`, which must succeed; its stderr.
 fn maintain(warehouse: &Path, args: &[&str]) -> String {
-    let out = bin("query")
-        .arg("--warehouse")
-        .arg(warehouse)
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "query {args:?}: {stderr}");
-    stderr
+    let out = succeed(bin("query").arg("--warehouse").arg(warehouse).args(args));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The current snapshot's summary value `key` of `table`; for `finstream.offsets`, the
