@@ -453,15 +453,20 @@ mod tests {
             .sum()
     }
 
-    #[tokio::test]
-    async fn a_commit_cut_between_tables_is_finished_once_on_restart() {
-        let lake = lakehouse().await;
-        let catalog = lake.catalog.as_ref();
+    /// Commit 1: two transactions rows, through position 2.
+    async fn commit_first(catalog: &dyn Catalog) {
         let first = Commit {
             position: position(2),
             files: files_of(catalog, 0).await,
         };
         commit(catalog, "raw", 1, &first).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_commit_cut_between_tables_is_finished_once_on_restart() {
+        let lake = lakehouse().await;
+        let catalog = lake.catalog.as_ref();
+        commit_first(catalog).await;
         assert_eq!(recover(catalog, "raw", true).await.unwrap().unwrap().seq, 1);
 
         // Commit 2 stops after its intent and the first table's snapshot.
@@ -504,11 +509,7 @@ mod tests {
     async fn a_torn_intent_is_ignored() {
         let lake = lakehouse().await;
         let catalog = lake.catalog.as_ref();
-        let first = Commit {
-            position: position(2),
-            files: files_of(catalog, 0).await,
-        };
-        commit(catalog, "raw", 1, &first).await.unwrap();
+        commit_first(catalog).await;
         let t = crate::catalog::load(catalog, Table::Transactions)
             .await
             .unwrap();

@@ -197,33 +197,22 @@ fn errors_a_user_can_act_on() {
     assert!(err.contains("has no snapshot 42"), "{err}");
 }
 
+const ADD_NOTE: &[&str] = &[
+    "add-column",
+    "--table",
+    "transactions",
+    "review_note",
+    "string",
+];
+
 #[test]
 fn add_column_keeps_old_rows_and_the_pipeline_writing() {
     let warehouse = tempfile::tempdir().unwrap();
     let wh = warehouse.path();
     embedded_dataflow(wh, "20000");
     let before = count(wh, &[]);
-    maintain(
-        wh,
-        &[
-            "add-column",
-            "--table",
-            "transactions",
-            "review_note",
-            "string",
-        ],
-    );
-    let err = query(
-        wh,
-        &[
-            "add-column",
-            "--table",
-            "transactions",
-            "review_note",
-            "string",
-        ],
-    )
-    .unwrap_err();
+    maintain(wh, ADD_NOTE);
+    let err = query(wh, ADD_NOTE).unwrap_err();
     assert!(err.contains("already has a column review_note"), "{err}");
 
     // The same stream, further: the run resumes after the first 20 000 and commits the rest.
