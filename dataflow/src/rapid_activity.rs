@@ -2,12 +2,13 @@
 //!
 //! Each (non-late) transaction enters its account's collection at its time and leaves it one
 //! window later, so the arrangement holds only what the window still needs and its memory is
-//! bounded by the accounts active in the last window, not by history. When the frontier passes
-//! a time, `reduce` sees, for each account changed at that time, every transaction of the
-//! account's trailing window, and computes for each the contract's `before(T) + 1`: the count
-//! of the account's transactions in `(T - window, T]` up to `T` in `(event_time, id)` order.
-//! The count a transaction has at its own time is the contract's; an alert is raised from the
-//! update made at that time only (later updates, as the window slides, are not verdicts).
+//! bounded by the accounts active in the last window, not by history. As the arrangement seals
+//! each batch of updates, [`counts`] reads, for each account that gained transactions in it, the
+//! account's window from the arrangement (its history through the batch), and computes for each
+//! new transaction T the contract's `before(T) + 1`: the count of the account's transactions in
+//! `(T - window, T]` up to T in `(event_time, id)` order, as of T's time. Only new transactions
+//! are judged: a transaction leaving the window is no verdict, and most accounts hold fewer
+//! transactions than any `min_count`, which one look at the arrangement tells.
 //!
 //! The arrangement holds only what counting needs (32 bytes a transaction). What an alert needs
 //! besides (amount, currency, rules version, severity) waits on the worker that read the
@@ -15,6 +16,10 @@
 //! verdicts go to every worker, and the one holding the payload raises the alert.
 
 use differential_dataflow::collection::AsCollection;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::cursor::cursor_list;
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::{Cursor, TraceReader};
 use model::time::MICROS_PER_SECOND;
 use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule, Severity};
 use std::cell::RefCell;
@@ -25,7 +30,8 @@ use std::sync::Arc;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Broadcast as _;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, CapabilitySet};
+use timely::progress::Antichain;
 use timely::dataflow::Stream;
 use uuid::Uuid;
 
@@ -111,11 +117,10 @@ pub fn rapid_activity<'scope>(
     metrics: Arc<Metrics>,
 ) -> Stream<'scope, u64, Vec<Alert>> {
     let payloads = Payloads::default();
-    let counted = window_updates(entries, payloads.clone())
+    let windows = window_updates(entries, payloads.clone())
         .as_collection()
-        .reduce(count_windows)
-        .inner;
-    alerts(counted, payloads, metrics)
+        .arrange_by_key_named("Windows");
+    alerts(counts(windows), payloads, metrics)
 }
 
 /// The alerts among the window's counts (which only holds transactions at their `min_count`,
@@ -264,25 +269,127 @@ impl<T> IntoIterator for Chunks<T> {
     }
 }
 
-/// For one account's transactions in the window (sorted): those whose count is their
-/// `min_count`, with the window's ids. Only those: most accounts have fewer transactions in a
-/// window than any `min_count`, and an empty output costs the arrangement nothing.
-fn count_windows(_account: &u32, input: &[(&Windowed, isize)], output: &mut Vec<(Counted, isize)>) {
-    let fewest = input.iter().map(|(w, _)| w.min_count).min().unwrap_or(1);
-    if (input.len() as u32) < fewest {
+/// The windows, arranged by account.
+type Windows<'scope> = Arranged<'scope, TraceAgent<ValSpine<u32, Windowed, u64, isize>>>;
+
+/// The transactions whose count, at their own time, is their `min_count`, with the window's ids,
+/// at that time. Each batch the arrangement seals is read against the arrangement's history
+/// before it, key by key; then the arrangement may forget the distinctions between times before
+/// the batch's end, which no later verdict needs.
+fn counts<'scope>(windows: Windows<'scope>) -> Stream<'scope, u64, Vec<CountUpdate>> {
+    let mut trace = windows.trace.clone();
+    windows
+        .stream
+        .unary_frontier(Pipeline, "CountWindows", move |_cap, _info| {
+            // The times read so far: [0, upper).
+            let mut upper = Antichain::from_elem(0u64);
+            let mut history = Vec::new();
+            move |(input, _frontier), output| {
+                let lower = upper.clone();
+                let mut caps = CapabilitySet::new();
+                let mut batches = Vec::new();
+                input.for_each(|stamp, spans| {
+                    for cap in stamp.retain_stamp(0).iter() {
+                        caps.insert(cap.clone());
+                    }
+                    for span in spans.drain(..) {
+                        // Spans arrive in order.
+                        upper.clone_from(span.upper());
+                        batches.extend(span.inner);
+                    }
+                });
+                if !batches.is_empty() {
+                    let (mut new, new_storage) = cursor_list(batches);
+                    let before = trace
+                        .batches_through(lower.borrow())
+                        .expect("the trace is compacted only up to what was read");
+                    let (mut old, old_storage) = cursor_list(before);
+                    while let Some(&account) = new.get_key(&new_storage) {
+                        history.clear();
+                        old.seek_key(&old_storage, &account);
+                        if old.get_key(&old_storage) == Some(&account) {
+                            read_key(&mut old, &old_storage, false, &mut history);
+                        }
+                        read_key(&mut new, &new_storage, true, &mut history);
+                        history.sort_unstable_by_key(|c: &Change| (c.entry, c.time));
+                        judge_window(&history, |time, counted| {
+                            let cap = caps.delayed(&time);
+                            output.session(&cap).give(((account, counted), time, 1));
+                        });
+                        new.step_key(&new_storage);
+                    }
+                }
+                trace.advance_upper(&mut upper);
+                trace.set_logical_compaction(upper.borrow());
+                trace.set_physical_compaction(upper.borrow());
+            }
+        })
+}
+
+/// A change of an account's window, as the arrangement holds it, and whether it is in the
+/// batches being read (`fresh`) or in the history before them.
+#[derive(Clone, Copy)]
+struct Change {
+    entry: Windowed,
+    time: u64,
+    diff: isize,
+    fresh: bool,
+}
+
+/// Appends the changes of the cursor's current key to `out`.
+fn read_key<C>(cursor: &mut C, storage: &C::Storage, fresh: bool, out: &mut Vec<Change>)
+where
+    C: for<'a> Cursor<Val<'a> = &'a Windowed, TimeGat<'a> = &'a u64, DiffGat<'a> = &'a isize>,
+{
+    while let Some(&entry) = cursor.get_val(storage) {
+        cursor.map_times(storage, |&time, &diff| {
+            out.push(Change {
+                entry,
+                time,
+                diff,
+                fresh,
+            })
+        });
+        cursor.step_val(storage);
+    }
+}
+
+/// Judges the transactions one account gained in the batches being read: `history` is every
+/// change of the account's window the arrangement holds through them, sorted by entry and time.
+/// `alert(time, counted)` is called for each transaction whose count at its own time is its
+/// `min_count`.
+fn judge_window(history: &[Change], mut alert: impl FnMut(u64, Counted)) {
+    // Most accounts hold fewer transactions than any count to reach.
+    let fewest = history.iter().map(|c| c.entry.min_count).min().unwrap_or(1);
+    if (history.len() as u32) < fewest {
         return;
     }
-    for (i, (w, _)) in input.iter().enumerate() {
-        let window = i64::from(w.window_seconds) * MICROS_PER_SECOND;
-        // The first transaction inside (T - window, T]; those before it have left.
-        let start = input[..i].partition_point(|(x, _)| x.event_time <= w.event_time - window);
-        let count = (i - start + 1) as u32;
-        if count == w.min_count {
-            let ids = input[start..=i]
-                .iter()
-                .map(|(x, _)| x.transaction_id)
-                .collect();
-            output.push(((**w, count, ids), 1));
+    for (i, c) in history.iter().enumerate() {
+        let (w, at) = (c.entry, c.time);
+        // A transaction entering the window (at its own time): a verdict to make.
+        if !c.fresh || c.diff <= 0 || at != step_up(w.event_time as u64) {
+            continue;
+        }
+        // The transactions of w's window as of `at`, up to w, oldest first: a transaction is
+        // there if its changes up to `at` add up to more than nothing.
+        let since = w.event_time - i64::from(w.window_seconds) * MICROS_PER_SECOND;
+        let mut j = history[..i].partition_point(|x| x.entry.event_time <= since);
+        let mut ids = Vec::new();
+        while j <= i {
+            let x = history[j].entry;
+            let mut present = 0;
+            while let Some(c) = history.get(j).filter(|c| c.entry == x) {
+                if c.time <= at {
+                    present += c.diff;
+                }
+                j += 1;
+            }
+            if present > 0 {
+                ids.push(x.transaction_id);
+            }
+        }
+        if ids.len() as u32 == w.min_count {
+            alert(at, (w, w.min_count, ids));
         }
     }
 }
