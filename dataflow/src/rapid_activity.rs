@@ -19,7 +19,7 @@ use differential_dataflow::collection::AsCollection;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::cursor_list;
 use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::trace::{Cursor, TraceReader};
+use differential_dataflow::trace::{Cursor, Navigable, TraceReader};
 use model::time::MICROS_PER_SECOND;
 use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule, Severity};
 use std::cell::RefCell;
@@ -28,11 +28,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::Concat;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::vec::Broadcast as _;
-use timely::dataflow::operators::{Capability, CapabilitySet};
-use timely::progress::Antichain;
+use timely::dataflow::operators::{Capability, CapabilitySet, ConnectLoop, Feedback, Probe};
 use timely::dataflow::Stream;
+use timely::progress::Antichain;
 use uuid::Uuid;
 
 use crate::judge::Valid;
@@ -74,8 +76,9 @@ pub struct Payload {
 /// a resumed run's seeds, which are never judged again.
 pub type Entry = (u32, Windowed, Option<Payload>);
 
-/// An update of an account's window collection: ((account, entry), time, diff).
-type Update = ((u32, Windowed), u64, isize);
+/// An update of an account's window collection: ((account, entry), time, diff). Diffs are
+/// only ever 1 or -1: an `i32` saves the arrangement 4 bytes an update.
+type Update = ((u32, Windowed), u64, i32);
 
 /// A transaction whose window holds exactly its `min_count` at some time, with the window's ids.
 type Counted = (Windowed, u32, Vec<Uuid>);
@@ -116,10 +119,17 @@ pub fn rapid_activity<'scope>(
     entries: Stream<'scope, u64, Vec<Entry>>,
     metrics: Arc<Metrics>,
 ) -> Stream<'scope, u64, Vec<Alert>> {
+    let scope = entries.scope();
     let payloads = Payloads::default();
-    let windows = window_updates(entries, payloads.clone())
+    let entered = ProbeHandle::new();
+    // Retractions come back around the arrangement, a microsecond later than they are made.
+    let (leaving, retired) = scope.feedback::<Vec<Update>>(1);
+    let windows = insertions(entries, payloads.clone())
+        .probe_with(&entered)
+        .concat(retired)
         .as_collection()
         .arrange_by_key_named("Windows");
+    retire(&windows, entered).connect_loop(leaving);
     alerts(counts(windows), payloads, metrics)
 }
 
@@ -163,114 +173,140 @@ fn alerts<'scope>(
         })
 }
 
-/// Each entry as two updates of its account's collection: `+1` at its time and `-1` once its
-/// window has passed. The retractions are held here and sent only when the frontier reaches
-/// their time: handed to differential at once, a minute of future updates would sit in its
-/// batcher and be merged again at every step of the frontier.
-fn window_updates<'scope>(
+/// Each entry as an insertion into its account's collection, at its time rounded up to a
+/// step; its payload waits here for the verdict.
+fn insertions<'scope>(
     entries: Stream<'scope, u64, Vec<Entry>>,
     payloads: Payloads,
 ) -> Stream<'scope, u64, Vec<Update>> {
-    entries.unary_frontier(Pipeline, "WindowUpdates", |_cap, _info| {
-        // Retractions by the time they are due.
-        let mut pending: BTreeMap<u64, Chunks<(u32, Windowed)>> = BTreeMap::new();
-        // A capability at or before the earliest pending retraction.
-        let mut held: Option<Capability<u64>> = None;
-        move |(input, frontier), output| {
+    entries.unary(Pipeline, "WindowInsertions", |_cap, _info| {
+        move |input, output| {
             input.for_each(|cap, data| {
                 let Some(cap) = cap.retain_least(0) else {
                     return;
                 };
-                let now = *cap.time();
                 let mut session = output.session(&cap);
                 let mut waiting = payloads.borrow_mut();
                 for (key, w, payload) in data.drain(..) {
-                    let e = w.event_time as u64;
-                    let window = u64::from(w.window_seconds) * MICROS_PER_SECOND as u64;
-                    // A step after the window's end, rounded up: every transaction whose
-                    // window still reaches back to this one is judged while it is there.
-                    let leave = step_up(e + window) + STEP;
-                    pending.entry(leave).or_default().push((key, w));
                     // At or after this message's time (the record's 10 ms granule).
-                    let at = step_up(e);
+                    let at = step_up(w.event_time as u64);
                     if let Some(p) = payload {
                         waiting.insert((at, w.transaction_id), p);
                     }
-                    session.give(((key, w), at, 1isize));
-                }
-                drop(session);
-                if held.as_ref().is_none_or(|h| *h.time() > now) {
-                    held = Some(cap);
+                    session.give(((key, w), at, 1));
                 }
             });
-            let frontier = frontier.frontier();
-            if frontier.is_empty() {
-                // The input has ended: no later transaction can need these windows.
-                pending.clear();
-            }
-            while let Some((&due, _)) = pending.first_key_value() {
-                if frontier.iter().any(|t| *t < due) {
-                    break;
-                }
-                let (_, batch) = pending.pop_first().expect("non-empty");
-                let at = held.as_ref().expect("held while pending").delayed(&due);
-                output
-                    .session(&at)
-                    .give_iterator(batch.into_iter().map(|e| (e, due, -1isize)));
-            }
-            match pending.keys().next() {
-                Some(&t) => {
-                    if let Some(h) = held.as_mut() {
-                        if *h.time() < t {
-                            h.downgrade(&t);
-                        }
-                    }
-                }
-                None => held = None,
-            }
         }
     })
 }
 
-/// A list in chunks of fixed capacity: the pending retractions are the largest thing this
-/// operator holds (a window's worth of entries), and a `Vec` grown by doubling would waste up to
-/// half of it.
-struct Chunks<T> {
-    chunks: Vec<Vec<T>>,
+/// When an entry leaves its account's window: a step after the window's end, rounded up, so
+/// that every transaction whose window still reaches back to it is judged while it is there.
+fn leaves(w: &Windowed) -> u64 {
+    let window = u64::from(w.window_seconds) * MICROS_PER_SECOND as u64;
+    step_up(w.event_time as u64 + window) + STEP
 }
 
-impl<T> Default for Chunks<T> {
-    fn default() -> Self {
-        Chunks { chunks: Vec::new() }
-    }
-}
-
-impl<T> Chunks<T> {
-    const CAPACITY: usize = 4096;
-
-    fn push(&mut self, item: T) {
-        match self.chunks.last_mut() {
-            Some(last) if last.len() < Self::CAPACITY => last.push(item),
-            _ => {
-                let mut chunk = Vec::with_capacity(Self::CAPACITY);
-                chunk.push(item);
-                self.chunks.push(chunk);
+/// The retractions of entries whose window has passed, made from the arrangement itself: for
+/// each entry that enters, only its account is noted, under the time it leaves; when the
+/// frontier reaches that time, the accounts' entries leaving then are read from the arrangement
+/// and retracted. So the arrangement is the only copy of the windows (4 bytes an entry wait
+/// here), and `entered` ending (the input is done: no transaction can need a window any more)
+/// ends the loop.
+fn retire<'scope>(
+    windows: &Windows<'scope>,
+    entered: ProbeHandle<u64>,
+) -> Stream<'scope, u64, Vec<Update>> {
+    let mut trace = windows.trace.clone();
+    windows
+        .stream
+        .clone()
+        .unary_frontier(Pipeline, "RetireWindows", move |_cap, _info| {
+            // Accounts by the time some of their entries leave.
+            let mut leaving: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+            // A capability a microsecond before the earliest time in `leaving`.
+            let mut held: Option<Capability<u64>> = None;
+            let mut upper = Antichain::from_elem(0u64);
+            move |(input, frontier), output| {
+                input.for_each(|stamp, spans| {
+                    let Some(cap) = stamp.retain_least(0) else {
+                        return;
+                    };
+                    for span in spans.drain(..) {
+                        upper.clone_from(span.upper());
+                        let Some(batch) = span.inner else { continue };
+                        let mut cursor = batch.cursor();
+                        while let Some(&account) = cursor.get_key(&batch) {
+                            while let Some(w) = cursor.get_val(&batch) {
+                                let mut entered = false;
+                                cursor.map_times(&batch, |_, &d| entered |= d > 0);
+                                if entered {
+                                    let due = leaves(w);
+                                    leaving.entry(due).or_default().push(account);
+                                    if held.as_ref().is_none_or(|h| *h.time() > due - 1) {
+                                        held = Some(cap.delayed(&(due - 1)));
+                                    }
+                                }
+                                cursor.step_val(&batch);
+                            }
+                            cursor.step_key(&batch);
+                        }
+                    }
+                });
+                if entered.done() {
+                    leaving.clear();
+                }
+                // Every batch before `due` is in the arrangement once the frontier reaches it
+                // (the frontier cannot pass it: `held` is a microsecond before it).
+                while let Some((&due, _)) = leaving.first_key_value() {
+                    if frontier.less_than(&due) {
+                        break;
+                    }
+                    let (_, mut accounts) = leaving.pop_first().expect("non-empty");
+                    accounts.sort_unstable();
+                    accounts.dedup();
+                    let at = held
+                        .as_ref()
+                        .expect("held while leaving")
+                        .delayed(&(due - 1));
+                    let mut session = output.session(&at);
+                    let batches = trace
+                        .batches_through(upper.borrow())
+                        .expect("the trace is compacted only up to what was read");
+                    let (mut cursor, storage) = cursor_list(batches);
+                    for account in accounts {
+                        cursor.seek_key(&storage, &account);
+                        if cursor.get_key(&storage) != Some(&account) {
+                            continue;
+                        }
+                        while let Some(w) = cursor.get_val(&storage) {
+                            if leaves(w) == due {
+                                let mut count = 0;
+                                cursor.map_times(&storage, |_, &d| count += d);
+                                if count > 0 {
+                                    session.give(((account, *w), due, -count));
+                                }
+                            }
+                            cursor.step_val(&storage);
+                        }
+                    }
+                }
+                match leaving.keys().next() {
+                    Some(&due) => {
+                        if let Some(h) = held.as_mut() {
+                            h.downgrade(&(due - 1));
+                        }
+                    }
+                    None => held = None,
+                }
+                trace.set_logical_compaction(upper.borrow());
+                trace.set_physical_compaction(upper.borrow());
             }
-        }
-    }
-}
-
-impl<T> IntoIterator for Chunks<T> {
-    type Item = T;
-    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<T>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.chunks.into_iter().flatten()
-    }
+        })
 }
 
 /// The windows, arranged by account.
-type Windows<'scope> = Arranged<'scope, TraceAgent<ValSpine<u32, Windowed, u64, isize>>>;
+type Windows<'scope> = Arranged<'scope, TraceAgent<ValSpine<u32, Windowed, u64, i32>>>;
 
 /// The transactions whose count, at their own time, is their `min_count`, with the window's ids,
 /// at that time. Each batch the arrangement seals is read against the arrangement's history
@@ -332,14 +368,14 @@ fn counts<'scope>(windows: Windows<'scope>) -> Stream<'scope, u64, Vec<CountUpda
 struct Change {
     entry: Windowed,
     time: u64,
-    diff: isize,
+    diff: i32,
     fresh: bool,
 }
 
 /// Appends the changes of the cursor's current key to `out`.
 fn read_key<C>(cursor: &mut C, storage: &C::Storage, fresh: bool, out: &mut Vec<Change>)
 where
-    C: for<'a> Cursor<Val<'a> = &'a Windowed, TimeGat<'a> = &'a u64, DiffGat<'a> = &'a isize>,
+    C: for<'a> Cursor<Val<'a> = &'a Windowed, TimeGat<'a> = &'a u64, DiffGat<'a> = &'a i32>,
 {
     while let Some(&entry) = cursor.get_val(storage) {
         cursor.map_times(storage, |&time, &diff| {
