@@ -23,7 +23,7 @@ use differential_dataflow::trace::{Cursor, Navigable, TraceReader};
 use model::time::MICROS_PER_SECOND;
 use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule, Severity};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -86,9 +86,9 @@ type Counted = (Windowed, u32, Vec<Uuid>);
 /// An update of the counts: ((account, counted), time, diff).
 type CountUpdate = ((u32, Counted), u64, isize);
 
-/// Payloads by (verdict time, transaction id), of the transactions one worker read: written
+/// Payloads by verdict time, then transaction id, of the transactions one worker read: written
 /// before the arrangement, read and dropped after it.
-type Payloads = Rc<RefCell<BTreeMap<(u64, Uuid), Payload>>>;
+type Payloads = Rc<RefCell<BTreeMap<u64, HashMap<Uuid, Payload>>>>;
 
 impl Windowed {
     /// The window entry of a valid transaction and its alert's payload, keyed by account
@@ -157,7 +157,8 @@ fn alerts<'scope>(
                         }
                         // Another worker's transaction, or a seed (counted, never judged: its
                         // min_count is out of reach).
-                        let Some(p) = payloads.get(&(time, w.transaction_id)) else {
+                        let Some(p) = payloads.get(&time).and_then(|at| at.get(&w.transaction_id))
+                        else {
                             continue;
                         };
                         metrics.alert(Rule::RapidActivity);
@@ -167,7 +168,7 @@ fn alerts<'scope>(
                 let mut payloads = payloads.borrow_mut();
                 match frontier.frontier().iter().min() {
                     None => payloads.clear(),
-                    Some(&t) => *payloads = payloads.split_off(&(t, Uuid::nil())),
+                    Some(&t) => *payloads = payloads.split_off(&t),
                 }
             }
         })
@@ -186,12 +187,19 @@ fn insertions<'scope>(
                     return;
                 };
                 let mut session = output.session(&cap);
-                let mut waiting = payloads.borrow_mut();
+                let mut payloads = payloads.borrow_mut();
+                // The map of the step being filled: a message's records are mostly of one.
+                let mut waiting: Option<(u64, &mut HashMap<Uuid, Payload>)> = None;
                 for (key, w, payload) in data.drain(..) {
                     // At or after this message's time (the record's 10 ms granule).
                     let at = step_up(w.event_time as u64);
                     if let Some(p) = payload {
-                        waiting.insert((at, w.transaction_id), p);
+                        let map = match waiting.take() {
+                            Some((t, map)) if t == at => map,
+                            _ => payloads.entry(at).or_default(),
+                        };
+                        map.insert(w.transaction_id, p);
+                        waiting = Some((at, map));
                     }
                     session.give(((key, w), at, 1));
                 }
