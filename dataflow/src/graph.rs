@@ -1,11 +1,11 @@
 //! The whole dataflow, wired in one place:
 //!
 //! ```text
-//! source ──> judge ──┬──> valid transactions ──> rapid_activity ──> alerts
-//!   │          ▲     ├──> alerts (high_value, unusual_hour)
-//!   │ rules_feed ┘   └──> dead letters
-//!   │                          all three ──> outputs (emitter, Parquet files) ──┐
-//!   └── marks (offsets at commit boundaries) ─────────────────────────> commit (worker 0)
+//! source ──> judge ──┬──> verdicts: valid transactions, alerts (high_value, unusual_hour),
+//!   │          ▲     │    dead letters ────────────────────────────┐
+//!   │ rules_feed ┘   └──> window entries ──> rapid_activity ──> alerts
+//!   │                              all of them ──> outputs (emitter, Parquet files) ──┐
+//!   └── marks (offsets at commit boundaries) ─────────────────────────────> commit (worker 0)
 //! ```
 //!
 //! and [`run`], which starts the workers (threads and processes) and drives them to the end.
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use timely::dataflow::operators::core::Concat;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::Scope;
 
@@ -80,26 +80,12 @@ pub fn build<'scope>(
         metrics.clone(),
     )
     .broadcast();
-    let verdicts = judge(
+    let (verdicts, windows) = judge(
         arrivals,
         versions,
         Rc::from(settings.topic.as_str()),
         metrics.clone(),
     );
-
-    let mut parts = verdicts.partition(4, |v: Verdict| match v {
-        Verdict::Valid(v) => (0, Verdict::Valid(v)),
-        Verdict::Alert(a) => (1, Verdict::Alert(a)),
-        Verdict::Dead(d, k) => (2, Verdict::Dead(d, k)),
-        Verdict::Window(k, w, p) => (3, Verdict::Window(k, w, p)),
-    });
-    let windows = parts.pop().expect("4 parts").flat_map(|v| match v {
-        Verdict::Window(k, w, p) => Some((k, w, Some(p))),
-        _ => None,
-    });
-    let dead = parts.pop().expect("4 parts");
-    let per_record_alerts = parts.pop().expect("4 parts");
-    let valid = parts.pop().expect("4 parts");
     // A resumed run's windows start with the last window's committed transactions.
     let seeds = settings
         .lakehouse
@@ -112,11 +98,7 @@ pub fn build<'scope>(
 
     // Everything that leaves the dataflow, on each worker.
     let written = lakehouse::outputs(
-        valid
-            .concat(per_record_alerts)
-            .concat(windowed_alerts)
-            .concat(dead)
-            .probe_with(&judged),
+        verdicts.concat(windowed_alerts).probe_with(&judged),
         emitter,
         settings.lakehouse.clone(),
         worker,

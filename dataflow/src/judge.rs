@@ -13,12 +13,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use model::{Alert, DeadLetter, EventTime, Rule, Rules, Severity, Source, Transaction};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use crate::metrics::{Metrics, Tally};
+use crate::rapid_activity::{Entry, Windowed};
 use crate::rules;
 use crate::rules_feed::RulesVersion;
 use crate::source::Arrival;
@@ -49,35 +52,46 @@ pub struct Valid {
 #[derive(Clone, Debug)]
 pub enum Verdict {
     Valid(Valid),
-    /// A valid transaction's entry in its account's rapid_activity window (not for late
-    /// transactions, nor when the rule is disabled): a few bytes, where the whole transaction
-    /// would be copied for a second consumer.
-    Window(
-        u32,
-        crate::rapid_activity::Windowed,
-        crate::rapid_activity::Payload,
-    ),
     /// An invalid record and its Kafka key, unchanged.
     Dead(DeadLetter, Option<Vec<u8>>),
     Alert(Alert),
 }
 
-/// The judge operator: arrivals and rules versions in, verdicts out (at the arrival's time).
+/// The judge operator: arrivals and rules versions in; verdicts out, and on a second output
+/// each valid transaction's entry in its account's rapid_activity window (not for late
+/// transactions, nor when the rule is disabled): a few bytes, where the whole transaction would
+/// be copied for a second consumer. Both at the arrival's time.
 pub fn judge<'scope>(
     arrivals: Stream<'scope, u64, Vec<Arrival>>,
     rules: Stream<'scope, u64, Vec<RulesVersion>>,
     topic: Rc<str>,
     metrics: Arc<Metrics>,
-) -> Stream<'scope, u64, Vec<Verdict>> {
-    arrivals.binary_frontier(rules, Pipeline, Pipeline, "Judge", move |_cap, _info| {
+) -> (
+    Stream<'scope, u64, Vec<Verdict>>,
+    Stream<'scope, u64, Vec<Entry>>,
+) {
+    let mut builder = OperatorBuilder::new("Judge".to_owned(), arrivals.scope());
+    let (verdicts_out, verdicts) = builder.new_output::<Vec<Verdict>>();
+    let (entries_out, entries) = builder.new_output::<Vec<Entry>>();
+    let mut arrivals = builder.new_input(arrivals, Pipeline);
+    let mut versions = builder.new_input(rules, Pipeline);
+    let mut verdicts_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Verdict>>>::from(verdicts_out);
+    let mut entries_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Entry>>>::from(entries_out);
+    builder.build(move |_caps| {
         // Every rules version by the time it applies from; versions no record can need any
         // more are dropped as the frontier advances.
         let mut timeline: BTreeMap<u64, Arc<Rules>> = BTreeMap::new();
-        // Arrivals waiting for the rules frontier to pass their time.
-        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Arrival>)> = BTreeMap::new();
+        // Arrivals waiting for the rules frontier to pass their time, with capabilities for
+        // both outputs.
+        let mut pending: BTreeMap<u64, (Caps, Vec<Arrival>)> = BTreeMap::new();
         let mut tally = Tally::default();
 
-        move |(arrivals, arrivals_frontier), (versions, rules_frontier), output| {
+        move |frontiers| {
+            let (arrivals_frontier, rules_frontier) = (&frontiers[0], &frontiers[1]);
+            let mut verdicts_out = verdicts_out.activate();
+            let mut entries_out = entries_out.activate();
             versions.for_each(|cap, data| {
                 // Messages sent under no capability carry no time and make no claims.
                 let Some(&t) = cap.least() else { return };
@@ -95,21 +109,33 @@ pub fn judge<'scope>(
                 }
             });
             arrivals.for_each(|cap, data| {
-                let Some(cap) = cap.retain_least(0) else {
+                let (Some(verdict_cap), Some(entry_cap)) =
+                    (cap.retain_least(0), cap.retain_least(1))
+                else {
                     return;
                 };
-                let t = *cap.time();
+                let t = *verdict_cap.time();
                 // The common case in a steady stream: the rules for `t` are already known.
                 if !rules_frontier.less_equal(&t) {
                     if let Some((_, rules)) = timeline.range(..=t).next_back() {
-                        let mut session = output.session(&cap);
+                        let mut verdicts = verdicts_out.session(&verdict_cap);
+                        let mut entries = entries_out.session(&entry_cap);
                         for a in data.drain(..) {
-                            judge_one(a, rules, &topic, &mut tally, |v| session.give(v));
+                            judge_one(
+                                a,
+                                rules,
+                                &topic,
+                                &mut tally,
+                                |v| verdicts.give(v),
+                                |e| entries.give(e),
+                            );
                         }
                         return;
                     }
                 }
-                let (_, stash) = pending.entry(t).or_insert_with(|| (cap, Vec::new()));
+                let (_, stash) = pending
+                    .entry(t)
+                    .or_insert_with(|| ((verdict_cap, entry_cap), Vec::new()));
                 stash.append(data);
             });
             let ready: Vec<u64> = pending
@@ -118,16 +144,24 @@ pub fn judge<'scope>(
                 .take_while(|t| !rules_frontier.less_equal(t))
                 .collect();
             for t in ready {
-                let (cap, batch) = pending.remove(&t).expect("listed");
+                let (caps, batch) = pending.remove(&t).expect("listed");
                 let Some((_, rules)) = timeline.range(..=t).next_back() else {
                     tracing::error!("no rules version for time {t}: records held back");
-                    pending.insert(t, (cap, batch));
+                    pending.insert(t, (caps, batch));
                     break;
                 };
                 let rules = rules.clone();
-                let mut session = output.session(&cap);
+                let mut verdicts = verdicts_out.session(&caps.0);
+                let mut entries = entries_out.session(&caps.1);
                 for a in batch {
-                    judge_one(a, &rules, &topic, &mut tally, |v| session.give(v));
+                    judge_one(
+                        a,
+                        &rules,
+                        &topic,
+                        &mut tally,
+                        |v| verdicts.give(v),
+                        |e| entries.give(e),
+                    );
                 }
             }
             // Versions before the last one at or before every time still to come are done.
@@ -147,8 +181,12 @@ pub fn judge<'scope>(
             }
             tally.flush(&metrics);
         }
-    })
+    });
+    (verdicts, entries)
 }
+
+/// Capabilities of one time for the verdicts and the window entries.
+type Caps = (Capability<u64>, Capability<u64>);
 
 fn judge_one(
     a: Arrival,
@@ -156,6 +194,7 @@ fn judge_one(
     topic: &Rc<str>,
     tally: &mut Tally,
     mut out: impl FnMut(Verdict),
+    mut window: impl FnMut(Entry),
 ) {
     let raw = a.raw;
     match a.verdict.resolve(rules) {
@@ -215,8 +254,8 @@ fn judge_one(
                     severity: r.severity,
                 }),
             };
-            if let Some((account, w, p)) = crate::rapid_activity::Windowed::entry(&valid) {
-                out(Verdict::Window(account, w, p));
+            if let Some((account, w, p)) = Windowed::entry(&valid) {
+                window((account, w, Some(p)));
             }
             out(Verdict::Valid(valid));
         }

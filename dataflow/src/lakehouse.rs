@@ -146,7 +146,6 @@ pub fn outputs<'scope>(
                         }
                         Verdict::Alert(a) => o.alerts.push(&a),
                         Verdict::Dead(d, _) => o.dead_letters.push(&d),
-                        Verdict::Window(..) => {}
                     }
                 }
                 for o in open.values_mut() {
@@ -200,7 +199,6 @@ fn emit(out: &mut dyn Emitter, v: &Verdict) {
         Verdict::Valid(v) => out.transaction(v),
         Verdict::Alert(a) => out.alert(a),
         Verdict::Dead(d, k) => out.dead_letter(d, k.as_deref()),
-        Verdict::Window(..) => {}
     }
 }
 
