@@ -270,7 +270,7 @@ impl Generator {
             account_id: account,
             amount: Amount::from_cents(cents).expect("in range"),
             currency,
-            merchant_id: format!("M-{:05}", rng.random_range(0..20_000)),
+            merchant_id: compact_str::format_compact!("M-{:05}", rng.random_range(0..20_000)),
             merchant_category: rng.random_bool(0.95).then(|| {
                 *<&[u8; 4]>::try_from(MCCS[rng.random_range(0..MCCS.len())].as_bytes())
                     .expect("4 digits")
@@ -278,7 +278,7 @@ impl Generator {
             transaction_type: TYPES[weighted_index(&TYPES.map(|t| t.1), rng)].0,
             channel: CHANNELS[weighted_index(&CHANNELS.map(|c| c.1), rng)].0,
             country: place.map(|(_, c)| *<&[u8; 2]>::try_from(c.as_bytes()).expect("2 letters")),
-            city: place.map(|(city, _)| city.to_owned()),
+            city: place.map(|(city, _)| compact_str::CompactString::const_new(city)),
             event_time,
         }
     }

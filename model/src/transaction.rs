@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
+
 use uuid::Uuid;
 
 use crate::amount::Amount;
@@ -128,16 +130,17 @@ pub struct Transaction {
     pub account_id: AccountId,
     pub amount: Amount,
     pub currency: Currency,
-    /// 1 to 64 characters.
-    pub merchant_id: String,
+    /// 1 to 64 characters. Short strings (up to 24 bytes, nearly all of them) are stored inline:
+    /// no allocation per record.
+    pub merchant_id: CompactString,
     /// A merchant category code: four ASCII digits.
     pub merchant_category: Option<[u8; 4]>,
     pub transaction_type: TransactionType,
     pub channel: Channel,
     /// Two upper-case ASCII letters.
     pub country: Option<[u8; 2]>,
-    /// At most 100 characters.
-    pub city: Option<String>,
+    /// At most 100 characters; inline up to 24 bytes.
+    pub city: Option<CompactString>,
     pub event_time: EventTime,
 }
 

@@ -15,6 +15,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use compact_str::CompactString;
+
 use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -440,12 +442,12 @@ fn check_values(slots: &Slots<'_>) -> Result<Checked, Rejection> {
 
 /// The fields after the currency, checked in order.
 struct Rest {
-    merchant_id: String,
+    merchant_id: CompactString,
     merchant_category: Option<[u8; 4]>,
     transaction_type: TransactionType,
     channel: Channel,
     country: Option<[u8; 2]>,
-    city: Option<String>,
+    city: Option<CompactString>,
     event_time: EventTime,
 }
 
@@ -509,13 +511,13 @@ fn check_rest<'a>(
                 "city must be at most 100 characters".into(),
             ))
         }
-        city => city.map(Cow::into_owned),
+        city => city.map(CompactString::from),
     };
     let event_time = EventTime::parse_rfc3339(&required(value(Field::EventTime)?))
         .map_err(|e| invalid(Field::EventTime, e.to_string().into()))?;
 
     Ok(Rest {
-        merchant_id: merchant_id.into_owned(),
+        merchant_id: CompactString::from(merchant_id),
         merchant_category,
         transaction_type,
         channel,
