@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use generator::{Generator, GeneratorConfig};
 
-use crate::source::{Partition, Poll, RawRecord};
+use crate::source::{Key, Partition, Poll, RawRecord};
 
 /// One partition of the in-process generator.
 pub struct GeneratorPartition {
@@ -93,7 +93,7 @@ impl Partition for GeneratorPartition {
                 partition: self.id,
                 offset: self.offset,
                 timestamp_ms: None,
-                key: Some(self.key.as_bytes().to_vec()),
+                key: Some(Key::from_slice(self.key.as_bytes())),
                 payload: std::mem::replace(&mut payload, Vec::with_capacity(320)),
             });
             self.offset += 1;

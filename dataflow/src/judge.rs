@@ -24,7 +24,7 @@ use crate::metrics::{Metrics, Tally};
 use crate::rapid_activity::{Entry, Windowed};
 use crate::rules;
 use crate::rules_feed::RulesVersion;
-use crate::source::Arrival;
+use crate::source::{Arrival, Key};
 
 /// The parameters of `rapid_activity` in force for a transaction, when the rule is enabled.
 #[derive(
@@ -53,7 +53,7 @@ pub struct Valid {
 pub enum Verdict {
     Valid(Valid),
     /// An invalid record and its Kafka key, unchanged.
-    Dead(DeadLetter, Option<Vec<u8>>),
+    Dead(DeadLetter, Option<Key>),
     Alert(Alert),
 }
 

@@ -20,7 +20,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::emit::Emitter;
 use crate::judge::Valid;
 use crate::progress::Position;
-use crate::source::{Partition, Poll, RawRecord};
+use crate::source::{Key, Partition, Poll, RawRecord};
 
 /// How many partitions `topic` has, waiting up to `timeout` for the broker.
 pub fn partition_count(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Result<i32> {
@@ -190,7 +190,7 @@ impl Partition for KafkaPartition {
                         partition: self.id,
                         offset: m.offset(),
                         timestamp_ms: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
+                        key: m.key().map(Key::from_slice),
                         payload: m.payload().unwrap_or_default().to_vec(),
                     });
                     n += 1;

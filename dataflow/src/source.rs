@@ -39,6 +39,10 @@ pub fn granule(micros: u64) -> u64 {
     micros - micros % GRANULE
 }
 
+/// A record's Kafka key: inline up to 16 bytes (an account number is 10), so that most records
+/// allocate nothing for it.
+pub type Key = smallvec::SmallVec<[u8; 16]>;
+
 /// A record as read from an input partition.
 #[derive(Clone, Debug)]
 pub struct RawRecord {
@@ -46,7 +50,7 @@ pub struct RawRecord {
     pub offset: i64,
     /// The Kafka record's timestamp, when it has one.
     pub timestamp_ms: Option<i64>,
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Key>,
     pub payload: Vec<u8>,
 }
 
@@ -387,7 +391,7 @@ impl Replay {
                 partition: id,
                 offset: offset as i64,
                 timestamp_ms: None,
-                key,
+                key: key.map(Key::from_vec),
                 payload,
             })
             .collect::<std::collections::VecDeque<_>>();
