@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The dataflow's throughput and memory, through the real binary (docs/performance.md):
+#   1. embedded source, dense.yaml (100 000 records per second of event time over 5 M
+#      accounts), 1 and 2 workers, and 2 workers with rapid_activity disabled;
+#   2. peak RSS with 1 M active accounts (active-1m.yaml, 3 M records, 2 workers);
+#   3. through the local broker: the same records in a 4-partition topic, read by Kafka's own
+#      consumer-perf-test (org.apache.kafka.tools.ConsumerPerformance) and by
+#      `dataflow --until-caught-up` with 1 and 2 workers, in the same round.
+# Usage: scripts/bench-dataflow.sh [RECORDS] [ROUNDS]      (defaults: 2000000 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-2000000}"
+ROUNDS="${2:-3}"
+BROKERS="${KAFKA_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
+BIN="${CARGO_TARGET_DIR:-target}/release"
+OUT="$(mktemp -d)"
+trap 'rm -rf "$OUT"' EXIT
+
+cargo build --release -p dataflow -p generator >&2
+
+# The rate a run reports on its last progress line: "N read (R/s) | ...".
+read_rate() { grep -o 'read ([0-9]*/s)' | tail -n 1 | tr -dc '0-9'; }
+dense=(--rate 0 --until-caught-up --quiet --progress 0 --no-lakehouse
+  --generator-config scripts/bench/dense.yaml)
+sed 's/rapid_activity: {enabled: true/rapid_activity: {enabled: false/' \
+  config/alerting-rules.yaml >"$OUT/no-rapid.yaml"
+
+printf '%-6s %-44s %12s\n' round what records/s
+for r in $(seq 1 "$ROUNDS"); do
+  for w in 1 2; do
+    rate=$("$BIN/dataflow" "${dense[@]}" --count "$N" -w "$w" 2>&1 | read_rate)
+    printf '%-6s %-44s %12s\n' "$r" "embedded, $w worker(s)" "$rate"
+  done
+  rate=$("$BIN/dataflow" "${dense[@]}" --count "$N" -w 2 --rules "$OUT/no-rapid.yaml" 2>&1 | read_rate)
+  printf '%-6s %-44s %12s\n' "$r" "embedded, 2 workers, rapid_activity disabled" "$rate"
+done
+
+echo
+printf '%-6s %-44s %12s\n' round "1 M active accounts, 3 M records, 2 workers" "peak RSS"
+for r in $(seq 1 "$ROUNDS"); do
+  /usr/bin/time -f '%M' -o "$OUT/rss" "$BIN/dataflow" --rate 0 --count 3000000 --until-caught-up \
+    --quiet --progress 0 -w 2 --no-lakehouse --generator-config scripts/bench/active-1m.yaml \
+    >/dev/null 2>&1
+  printf '%-6s %-44s %9s MB\n' "$r" "" "$(($(cat "$OUT/rss") / 1024))"
+done
+
+echo
+[[ -n "${KAFKA_BROKERS:-}" ]] || scripts/kafka.sh start >&2
+topic="bench-dataflow-$$"
+scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
+  --create --topic "$topic" --partitions 4 --replication-factor 1 >/dev/null
+"$BIN/generator" --seed 1 --count "$N" --rate 0 --progress 0 --config scripts/bench/dense.yaml \
+  --brokers "$BROKERS" --topic "$topic" 2>"$OUT/generator.log" || { cat "$OUT/generator.log" >&2; exit 1; }
+printf '%-6s %-44s %12s\n' round "$N records from a 4-partition topic" records/s
+for r in $(seq 1 "$ROUNDS"); do
+  # The perf tool prints a CSV line whose sixth field is nMsg.sec.
+  raw=$(scripts/kafka.sh tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BROKERS" \
+    --topic "$topic" --messages "$N" --group "bench-$$-$r" 2>/dev/null | tail -n 1 | cut -d, -f6 | tr -d ' ')
+  printf '%-6s %-44s %12.0f\n' "$r" "raw consume (ConsumerPerformance)" "$raw"
+  for w in 1 2; do
+    rate=$("$BIN/dataflow" --brokers "$BROKERS" --input-topic "$topic" --until-caught-up --quiet \
+      --progress 0 --no-lakehouse -w "$w" --alerts-topic "$topic-alerts" \
+      --dead-letter-topic "$topic-dead" 2>&1 | read_rate)
+    printf '%-6s %-44s %12s  (%.2f of raw)\n' "$r" "dataflow, $w worker(s)" "$rate" \
+      "$(python3 -c "print($rate / $raw)")"
+  done
+done
