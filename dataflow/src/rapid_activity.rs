@@ -175,18 +175,21 @@ fn alerts<'scope>(
 }
 
 /// Each entry as an insertion into its account's collection, at its time rounded up to a
-/// step; its payload waits here for the verdict.
+/// step; its payload waits here for the verdict. Messages go out at the step too, not at the
+/// record's 10 ms granule: the arrangement holds a capability for each message time it has
+/// updates of, and re-examines its buffered updates each time the frontier passes one, which
+/// would be a hundred times a step.
 fn insertions<'scope>(
     entries: Stream<'scope, u64, Vec<Entry>>,
     payloads: Payloads,
 ) -> Stream<'scope, u64, Vec<Update>> {
     entries.unary(Pipeline, "WindowInsertions", |_cap, _info| {
+        let mut updates: Vec<Update> = Vec::new();
         move |input, output| {
             input.for_each(|cap, data| {
                 let Some(cap) = cap.retain_least(0) else {
                     return;
                 };
-                let mut session = output.session(&cap);
                 let mut payloads = payloads.borrow_mut();
                 // The map of the step being filled: a message's records are mostly of one.
                 let mut waiting: Option<(u64, &mut HashMap<Uuid, Payload>)> = None;
@@ -201,7 +204,17 @@ fn insertions<'scope>(
                         map.insert(w.transaction_id, p);
                         waiting = Some((at, map));
                     }
-                    session.give(((key, w), at, 1));
+                    updates.push(((key, w), at, 1));
+                }
+                // One message per step (nearly always just one).
+                if updates.windows(2).any(|p| p[0].1 != p[1].1) {
+                    updates.sort_by_key(|u| u.1);
+                }
+                while let Some(&(_, at, _)) = updates.last() {
+                    let first = updates.partition_point(|u| u.1 < at);
+                    output
+                        .session(&cap.delayed(&at))
+                        .give_iterator(updates.drain(first..));
                 }
             });
         }
