@@ -98,6 +98,48 @@ struct Open {
     alerts: AlertRows,
     dead_letters: DeadLetterRows,
     files: [Vec<String>; 3],
+    /// Files being written in the background.
+    writing: usize,
+    /// Whether the frontier has passed the interval's end and its last rows went to be written.
+    closed: bool,
+}
+
+/// A data file written in the background: its interval, table and encoded file entries.
+type Done = (u64, usize, Vec<String>);
+
+/// Writes data files on the lakehouse's runtime, away from the worker's thread: encoding and
+/// compressing an interval's rows takes a worker's core for a tenth of a second or more, and
+/// every verdict behind it (a high_value alert, say) would wait that long. The operator is
+/// woken when a file is done.
+struct Background {
+    lake: Lakehouse,
+    prefix: Arc<str>,
+    done: std::sync::mpsc::Sender<Done>,
+    wake: timely::scheduling::activate::SyncActivator,
+}
+
+impl Background {
+    /// Writes each table's rows of interval `k`'s `o` as a data file, in the background, once
+    /// there are at least `at_least`.
+    fn flush(&self, k: u64, o: &mut Open, at_least: usize) {
+        let batches = [
+            (o.transactions.len() >= at_least).then(|| o.transactions.finish()),
+            (o.alerts.len() >= at_least).then(|| o.alerts.finish()),
+            (o.dead_letters.len() >= at_least).then(|| o.dead_letters.finish()),
+        ];
+        for (i, batch) in batches.into_iter().enumerate() {
+            let Some(batch) = batch else { continue };
+            o.writing += 1;
+            let (lake, prefix) = (self.lake.clone(), self.prefix.clone());
+            let (done, wake) = (self.done.clone(), self.wake.clone());
+            self.lake.runtime.spawn_blocking(move || {
+                let files = write_file(&lake, i, &prefix, batch);
+                // Both fail only when the dataflow is gone.
+                let _ = done.send((k, i, files));
+                let _ = wake.activate();
+            });
+        }
+    }
 }
 
 /// Every worker's outputs: each verdict to `emitter`, and its row into its interval's files.
@@ -108,13 +150,20 @@ pub fn outputs<'scope>(
     lakehouse: Option<Lakehouse>,
     worker: usize,
 ) -> Stream<'scope, u64, Vec<Written>> {
-    verdicts.unary_frontier(Pipeline, "Outputs", move |_cap, _info| {
+    let worker_handle = verdicts.scope().worker().clone();
+    verdicts.unary_frontier(Pipeline, "Outputs", move |_cap, info| {
         let mut open: BTreeMap<u64, Open> = BTreeMap::new();
-        let prefix = format!("w{worker}-{}", uuid::Uuid::new_v4().simple());
+        let (done, written) = std::sync::mpsc::channel::<Done>();
+        let background = lakehouse.clone().map(|lake| Background {
+            lake,
+            prefix: format!("w{worker}-{}", uuid::Uuid::new_v4().simple()).into(),
+            done,
+            wake: worker_handle.sync_activator_for(info.address.to_vec()),
+        });
         move |(input, frontier), output| {
             let mut out = emitter.borrow_mut();
             input.for_each(|cap, data| {
-                let Some(lake) = lakehouse.as_ref() else {
+                let (Some(lake), Some(bg)) = (lakehouse.as_ref(), background.as_ref()) else {
                     for v in data.drain(..) {
                         emit(&mut *out, &v);
                     }
@@ -135,6 +184,8 @@ pub fn outputs<'scope>(
                             alerts: AlertRows::default(),
                             dead_letters: DeadLetterRows::default(),
                             files: Default::default(),
+                            writing: 0,
+                            closed: false,
                         });
                     if cap.time() < o.cap.time() {
                         o.cap = cap.clone();
@@ -148,24 +199,39 @@ pub fn outputs<'scope>(
                         Verdict::Dead(d, _) => o.dead_letters.push(&d),
                     }
                 }
-                for o in open.values_mut() {
-                    flush(lake, &prefix, o, FILE_ROWS);
+                for (&k, o) in open.iter_mut() {
+                    bg.flush(k, o, FILE_ROWS);
                 }
             });
             out.flush();
-            let Some(lake) = lakehouse.as_ref() else {
+            let (Some(lake), Some(bg)) = (lakehouse.as_ref(), background.as_ref()) else {
                 return;
             };
+            for (k, table, files) in written.try_iter() {
+                let o = open
+                    .get_mut(&k)
+                    .expect("an interval stays open while it is written");
+                o.files[table].extend(files);
+                o.writing -= 1;
+            }
             let frontier = frontier.frontier();
-            while let Some((&interval, _)) = open.first_key_value() {
+            while let Some(mut first) = open.first_entry() {
+                let (interval, o) = (*first.key(), first.get_mut());
                 // Rows of the interval can come until its end itself (a rapid_activity alert
                 // goes out at its transaction's time rounded up to a second).
                 let end = (interval + 1).saturating_mul(lake.commit_interval);
                 if frontier.iter().any(|t| *t <= end) {
                     break;
                 }
-                let (_, mut o) = open.pop_first().expect("non-empty");
-                flush(lake, &prefix, &mut o, 1);
+                if !o.closed {
+                    bg.flush(interval, o, 1);
+                    o.closed = true;
+                }
+                // Intervals go out in order, each once all its files are written.
+                if o.writing > 0 {
+                    break;
+                }
+                let (_, o) = open.pop_first().expect("non-empty");
                 let mut session = output.session(&o.cap);
                 for (table, files) in o.files.into_iter().enumerate() {
                     if !files.is_empty() {
@@ -199,20 +265,6 @@ fn emit(out: &mut dyn Emitter, v: &Verdict) {
         Verdict::Valid(v) => out.transaction(v),
         Verdict::Alert(a) => out.alert(a),
         Verdict::Dead(d, k) => out.dead_letter(d, k.as_deref()),
-    }
-}
-
-/// Writes each table's rows of `o` as a data file once there are at least `at_least`.
-fn flush(lake: &Lakehouse, prefix: &str, o: &mut Open, at_least: usize) {
-    let batches = [
-        (o.transactions.len() >= at_least).then(|| o.transactions.finish()),
-        (o.alerts.len() >= at_least).then(|| o.alerts.finish()),
-        (o.dead_letters.len() >= at_least).then(|| o.dead_letters.finish()),
-    ];
-    for (i, batch) in batches.into_iter().enumerate() {
-        if let Some(batch) = batch {
-            o.files[i].extend(write_file(lake, i, prefix, batch));
-        }
     }
 }
 
