@@ -259,9 +259,9 @@ fn retire<'scope>(
                         let mut cursor = batch.cursor();
                         while let Some(&account) = cursor.get_key(&batch) {
                             while let Some(w) = cursor.get_val(&batch) {
-                                let mut entered = false;
-                                cursor.map_times(&batch, |_, &d| entered |= d > 0);
-                                if entered {
+                                let mut inserted = false;
+                                cursor.map_times(&batch, |_, &d| inserted |= d > 0);
+                                if inserted {
                                     let due = leaves(w);
                                     leaving.entry(due).or_default().push(account);
                                     if held.as_ref().is_none_or(|h| *h.time() > due - 1) {
