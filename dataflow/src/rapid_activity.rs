@@ -1,8 +1,15 @@
 //! `rapid_activity`: a windowed count per account over a differential arrangement.
 //!
+//! ```text
+//! insertions ──> concat ──> arrange by account ──┬──> counts (CountWindows) ──> alerts
+//!                  ▲                              └──> retire (RetireWindows) ──┐
+//!                  └──────── retractions (feedback, +1 µs) ─────────────────────┘
+//! ```
+//!
 //! Each (non-late) transaction enters its account's collection at its time and leaves it one
-//! window later, so the arrangement holds only what the window still needs and its memory is
-//! bounded by the accounts active in the last window, not by history. As the arrangement seals
+//! window later, retracted by [`retire`] from what the arrangement itself holds, so the
+//! arrangement is the one copy of the windows, holds only what they still need, and its memory
+//! is bounded by the accounts active in the last window, not by history. As the arrangement seals
 //! each batch of updates, [`counts`] reads, for each account that gained transactions in it, the
 //! account's window from the arrangement (its history through the batch), and computes for each
 //! new transaction T the contract's `before(T) + 1`: the count of the account's transactions in
