@@ -7,10 +7,10 @@
 //! ```
 //!
 //! Each (non-late) transaction enters its account's collection at its time and leaves it one
-//! window later, retracted by [`retire`] from what the arrangement itself holds, so the
+//! window later, retracted by `retire` from what the arrangement itself holds, so the
 //! arrangement is the one copy of the windows, holds only what they still need, and its memory
 //! is bounded by the accounts active in the last window, not by history. As the arrangement seals
-//! each batch of updates, [`counts`] reads, for each account that gained transactions in it, the
+//! each batch of updates, `counts` reads, for each account that gained transactions in it, the
 //! account's window from the arrangement (its history through the batch), and computes for each
 //! new transaction T the contract's `before(T) + 1`: the count of the account's transactions in
 //! `(T - window, T]` up to T in `(event_time, id)` order, as of T's time. Only new transactions
