@@ -108,6 +108,21 @@ pub fn judge<'scope>(
                     }
                 }
             });
+            // Judges a batch of arrivals of one time under `rules`, at `caps`.
+            let mut judge_all = |caps: &Caps, batch: &mut Vec<Arrival>, rules: &Rules| {
+                let mut verdicts = verdicts_out.session(&caps.0);
+                let mut entries = entries_out.session(&caps.1);
+                for a in batch.drain(..) {
+                    judge_one(
+                        a,
+                        rules,
+                        &topic,
+                        &mut tally,
+                        |v| verdicts.give(v),
+                        |e| entries.give(e),
+                    );
+                }
+            };
             arrivals.for_each(|cap, data| {
                 let (Some(verdict_cap), Some(entry_cap)) =
                     (cap.retain_least(0), cap.retain_least(1))
@@ -115,27 +130,15 @@ pub fn judge<'scope>(
                     return;
                 };
                 let t = *verdict_cap.time();
+                let caps = (verdict_cap, entry_cap);
                 // The common case in a steady stream: the rules for `t` are already known.
                 if !rules_frontier.less_equal(&t) {
                     if let Some((_, rules)) = timeline.range(..=t).next_back() {
-                        let mut verdicts = verdicts_out.session(&verdict_cap);
-                        let mut entries = entries_out.session(&entry_cap);
-                        for a in data.drain(..) {
-                            judge_one(
-                                a,
-                                rules,
-                                &topic,
-                                &mut tally,
-                                |v| verdicts.give(v),
-                                |e| entries.give(e),
-                            );
-                        }
+                        judge_all(&caps, data, rules);
                         return;
                     }
                 }
-                let (_, stash) = pending
-                    .entry(t)
-                    .or_insert_with(|| ((verdict_cap, entry_cap), Vec::new()));
+                let (_, stash) = pending.entry(t).or_insert_with(|| (caps, Vec::new()));
                 stash.append(data);
             });
             let ready: Vec<u64> = pending
@@ -144,25 +147,13 @@ pub fn judge<'scope>(
                 .take_while(|t| !rules_frontier.less_equal(t))
                 .collect();
             for t in ready {
-                let (caps, batch) = pending.remove(&t).expect("listed");
+                let (caps, mut batch) = pending.remove(&t).expect("listed");
                 let Some((_, rules)) = timeline.range(..=t).next_back() else {
                     tracing::error!("no rules version for time {t}: records held back");
                     pending.insert(t, (caps, batch));
                     break;
                 };
-                let rules = rules.clone();
-                let mut verdicts = verdicts_out.session(&caps.0);
-                let mut entries = entries_out.session(&caps.1);
-                for a in batch {
-                    judge_one(
-                        a,
-                        &rules,
-                        &topic,
-                        &mut tally,
-                        |v| verdicts.give(v),
-                        |e| entries.give(e),
-                    );
-                }
+                judge_all(&caps, &mut batch, rules);
             }
             // Versions before the last one at or before every time still to come are done.
             let horizon = arrivals_frontier

@@ -154,7 +154,7 @@ pub fn outputs<'scope>(
     verdicts.unary_frontier(Pipeline, "Outputs", move |_cap, info| {
         let mut open: BTreeMap<u64, Open> = BTreeMap::new();
         let (done, written) = std::sync::mpsc::channel::<Done>();
-        let background = lakehouse.clone().map(|lake| Background {
+        let background = lakehouse.map(|lake| Background {
             lake,
             prefix: format!("w{worker}-{}", uuid::Uuid::new_v4().simple()).into(),
             done,
@@ -163,7 +163,7 @@ pub fn outputs<'scope>(
         move |(input, frontier), output| {
             let mut out = emitter.borrow_mut();
             input.for_each(|cap, data| {
-                let (Some(lake), Some(bg)) = (lakehouse.as_ref(), background.as_ref()) else {
+                let Some(bg) = background.as_ref() else {
                     for v in data.drain(..) {
                         emit(&mut *out, &v);
                     }
@@ -177,7 +177,7 @@ pub fn outputs<'scope>(
                 for v in data.drain(..) {
                     emit(&mut *out, &v);
                     let o = open
-                        .entry(record_time(&v, at) / lake.commit_interval)
+                        .entry(record_time(&v, at) / bg.lake.commit_interval)
                         .or_insert_with(|| Open {
                             cap: cap.clone(),
                             transactions: TransactionRows::default(),
@@ -204,7 +204,7 @@ pub fn outputs<'scope>(
                 }
             });
             out.flush();
-            let (Some(lake), Some(bg)) = (lakehouse.as_ref(), background.as_ref()) else {
+            let Some(bg) = background.as_ref() else {
                 return;
             };
             for (k, table, files) in written.try_iter() {
@@ -219,7 +219,7 @@ pub fn outputs<'scope>(
                 let (interval, o) = (*first.key(), first.get_mut());
                 // Rows of the interval can come until its end itself (a rapid_activity alert
                 // goes out at its transaction's time rounded up to a second).
-                let end = (interval + 1).saturating_mul(lake.commit_interval);
+                let end = (interval + 1).saturating_mul(bg.lake.commit_interval);
                 if frontier.iter().any(|t| *t <= end) {
                     break;
                 }

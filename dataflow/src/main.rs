@@ -150,7 +150,8 @@ struct Args {
 /// each time such a buffer is freed, so that later ones come from the heap, where freed space
 /// is kept and fragmented rather than returned. A fixed threshold (128 KiB, glibc's initial
 /// one) maps every large buffer and unmaps it when freed: the peak RSS with a million active
-/// accounts drops by about a quarter, at no measurable cost in speed (docs/performance.md).
+/// accounts drops by about a quarter. The cost is page faults on fresh mappings, which the Kafka
+/// path (megabyte fetch buffers) pays most: about 10 % of its rate (docs/performance.md).
 fn fixed_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a parameter of the allocator; called before any thread starts.

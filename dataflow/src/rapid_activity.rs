@@ -87,11 +87,9 @@ pub type Entry = (u32, Windowed, Option<Payload>);
 /// only ever 1 or -1: an `i32` saves the arrangement 4 bytes an update.
 type Update = ((u32, Windowed), u64, i32);
 
-/// A transaction whose window holds exactly its `min_count` at some time, with the window's ids.
-type Counted = (Windowed, u32, Vec<Uuid>);
-
-/// An update of the counts: ((account, counted), time, diff).
-type CountUpdate = ((u32, Counted), u64, isize);
+/// A transaction that brought its account's window to its `min_count`, with the window's ids,
+/// oldest first: (account, entry, ids), sent at the transaction's step.
+type WindowVerdict = (u32, Windowed, Vec<Uuid>);
 
 /// Payloads by verdict time, then transaction id, of the transactions one worker read: written
 /// before the arrangement, read and dropped after it.
@@ -140,36 +138,30 @@ pub fn rapid_activity<'scope>(
     alerts(counts(windows), payloads, metrics)
 }
 
-/// The alerts among the window's counts (which only holds transactions at their `min_count`,
-/// a few in ten thousand), sent to every worker: the one that read the transaction holds its
-/// payload and raises the alert. Once the frontier has passed a time, every verdict of that
-/// time has been made, and its payloads are dropped.
+/// The alerts of the verdicts (a few in ten thousand transactions), sent to every worker: the
+/// one that read the transaction holds its payload and raises the alert. Once the frontier has
+/// passed a time, every verdict of that time has been made, and its payloads are dropped.
 fn alerts<'scope>(
-    counted: Stream<'scope, u64, Vec<CountUpdate>>,
+    verdicts: Stream<'scope, u64, Vec<WindowVerdict>>,
     payloads: Payloads,
     metrics: Arc<Metrics>,
 ) -> Stream<'scope, u64, Vec<Alert>> {
-    counted
+    verdicts
         .broadcast()
         .unary_frontier(Pipeline, "RapidAlerts", move |_cap, _info| {
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let mut session = output.session(&cap);
                     let payloads = payloads.borrow();
-                    for ((account, (w, count, ids)), time, diff) in data.drain(..) {
-                        // The update at the transaction's own time is its verdict.
-                        if diff <= 0 || time != step_up(w.event_time as u64) || count != w.min_count
-                        {
-                            continue;
-                        }
-                        // Another worker's transaction, or a seed (counted, never judged: its
-                        // min_count is out of reach).
-                        let Some(p) = payloads.get(&time).and_then(|at| at.get(&w.transaction_id))
+                    for (account, w, ids) in data.drain(..) {
+                        let at = step_up(w.event_time as u64);
+                        // Another worker's transaction.
+                        let Some(p) = payloads.get(&at).and_then(|m| m.get(&w.transaction_id))
                         else {
                             continue;
                         };
                         metrics.alert(Rule::RapidActivity);
-                        session.give(to_alert(account, &w, p, count, ids));
+                        session.give(to_alert(account, &w, p, ids));
                     }
                 });
                 let mut payloads = payloads.borrow_mut();
@@ -336,11 +328,11 @@ fn retire<'scope>(
 /// The windows, arranged by account.
 type Windows<'scope> = Arranged<'scope, TraceAgent<ValSpine<u32, Windowed, u64, i32>>>;
 
-/// The transactions whose count, at their own time, is their `min_count`, with the window's ids,
-/// at that time. Each batch the arrangement seals is read against the arrangement's history
+/// The verdicts: transactions whose count, at their own time, is their `min_count`, at that
+/// time. Each batch the arrangement seals is read against the arrangement's history
 /// before it, key by key; then the arrangement may forget the distinctions between times before
 /// the batch's end, which no later verdict needs.
-fn counts<'scope>(windows: Windows<'scope>) -> Stream<'scope, u64, Vec<CountUpdate>> {
+fn counts<'scope>(windows: Windows<'scope>) -> Stream<'scope, u64, Vec<WindowVerdict>> {
     let mut trace = windows.trace.clone();
     windows
         .stream
@@ -376,9 +368,8 @@ fn counts<'scope>(windows: Windows<'scope>) -> Stream<'scope, u64, Vec<CountUpda
                         }
                         read_key(&mut new, &new_storage, true, &mut history);
                         history.sort_unstable_by_key(|c: &Change| (c.entry, c.time));
-                        judge_window(&history, |time, counted| {
-                            let cap = caps.delayed(&time);
-                            output.session(&cap).give(((account, counted), time, 1));
+                        judge_window(&history, |at, w, ids| {
+                            output.session(&caps.delayed(&at)).give((account, w, ids));
                         });
                         new.step_key(&new_storage);
                     }
@@ -420,9 +411,9 @@ where
 
 /// Judges the transactions one account gained in the batches being read: `history` is every
 /// change of the account's window the arrangement holds through them, sorted by entry and time.
-/// `alert(time, counted)` is called for each transaction whose count at its own time is its
-/// `min_count`.
-fn judge_window(history: &[Change], mut alert: impl FnMut(u64, Counted)) {
+/// `verdict(time, entry, ids)` is called for each transaction whose count at its own time is its
+/// `min_count`, with the ids of its window, oldest first.
+fn judge_window(history: &[Change], mut verdict: impl FnMut(u64, Windowed, Vec<Uuid>)) {
     // Most accounts hold fewer transactions than any count to reach.
     let fewest = history.iter().map(|c| c.entry.min_count).min().unwrap_or(1);
     if (history.len() as u32) < fewest {
@@ -430,7 +421,8 @@ fn judge_window(history: &[Change], mut alert: impl FnMut(u64, Counted)) {
     }
     for (i, c) in history.iter().enumerate() {
         let (w, at) = (c.entry, c.time);
-        // A transaction entering the window (at its own time): a verdict to make.
+        // A transaction entering the window (at its own time): a verdict to make (a resumed
+        // run's seeds too, whose `min_count` no count reaches).
         if !c.fresh || c.diff <= 0 || at != step_up(w.event_time as u64) {
             continue;
         }
@@ -453,12 +445,12 @@ fn judge_window(history: &[Change], mut alert: impl FnMut(u64, Counted)) {
             }
         }
         if ids.len() as u32 == w.min_count {
-            alert(at, (w, w.min_count, ids));
+            verdict(at, w, ids);
         }
     }
 }
 
-fn to_alert(account: u32, w: &Windowed, p: &Payload, count: u32, ids: Vec<Uuid>) -> Alert {
+fn to_alert(account: u32, w: &Windowed, p: &Payload, ids: Vec<Uuid>) -> Alert {
     Alert {
         alert_id: Alert::id_for(Rule::RapidActivity, w.transaction_id),
         rule: Rule::RapidActivity,
@@ -472,7 +464,7 @@ fn to_alert(account: u32, w: &Windowed, p: &Payload, count: u32, ids: Vec<Uuid>)
         detected_at: EventTime::now(),
         details: Details::RapidActivity {
             window_seconds: w.window_seconds,
-            count,
+            count: w.min_count,
             transaction_ids: ids,
         },
     }

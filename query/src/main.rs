@@ -136,9 +136,10 @@ enum Command {
     },
     /// Rewrite small data files into larger ones, as one `replace` snapshot.
     ///
-    /// The new snapshot reads the same rows and carries the Kafka offsets forward (one manifest replaces the many that commits
-    /// add). Safe while the dataflow commits: a commit that lands first is kept and the rewrite
-    /// is committed on top of it. Older snapshots still read their own files until expired.
+    /// The new snapshot reads the same rows and carries the Kafka offsets forward (one
+    /// manifest replaces the many that commits add). Safe while the dataflow commits: a commit
+    /// that lands first is kept and the rewrite is committed on top of it. Older snapshots
+    /// still read their own files until expired.
     Compact {
         /// The table [default: all three]
         #[arg(long)]
@@ -150,8 +151,8 @@ enum Command {
     },
     /// Add a nullable column to a table, without rewriting data.
     ///
-    /// Rows written before read it as NULL, and the running pipeline keeps committing. TYPE: string, int, long, boolean,
-    /// double, date, timestamptz or decimal(P,S).
+    /// Rows written before read it as NULL, and the running pipeline keeps committing. TYPE:
+    /// string, int, long, boolean, double, date, timestamptz or decimal(P,S).
     AddColumn {
         #[arg(long)]
         table: String,
