@@ -777,3 +777,122 @@ fn a_deferred_verdict_resolves_under_each_rules_version() {
         "2026-03-10T09:30:00.000000Z"
     );
 }
+
+// ---- the flat-object fast path against the parser ----
+
+/// Bytes that matter to JSON's grammar, and a few that do not.
+const JSON_BYTES: &[u8] = b"{}[]\":,\\ \t\n\r0123456789.eE+-nulltruefalsex\x01\x7f";
+
+/// A record with a few bytes replaced, inserted or removed, mostly by ones JSON's grammar
+/// cares about: every way a fast path could misread a document the parser reads differently.
+fn mutated(text: String) -> impl Strategy<Value = String> {
+    let edit = (
+        any::<prop::sample::Index>(),
+        0u8..3,
+        prop_oneof![
+            4 => proptest::sample::select(JSON_BYTES.to_vec()),
+            1 => any::<u8>(),
+        ],
+    );
+    proptest::collection::vec(edit, 0..4).prop_map(move |edits| {
+        let mut b = text.clone().into_bytes();
+        for (at, kind, byte) in edits {
+            let i = at.index(b.len() + 1);
+            match kind {
+                0 if i < b.len() => b[i] = byte,
+                1 if i < b.len() => {
+                    b.remove(i);
+                }
+                _ => b.insert(i, byte),
+            }
+        }
+        String::from_utf8_lossy(&b).into_owned()
+    })
+}
+
+/// The slots the parser reads, or its rejection.
+fn parsed(text: &str) -> Option<Slots<'_>> {
+    (!too_deep(text.as_bytes()))
+        .then(|| parse_object(text).ok())
+        .flatten()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+    /// Whatever the fast path reads, the parser reads the same; and it reads every record the
+    /// generator writes, or it would be no fast path.
+    #[test]
+    fn the_flat_scan_reads_what_the_parser_reads(
+        text in transaction()
+            .prop_flat_map(|t| prop_oneof![Just(t.to_json()), rendering(&t)])
+            .prop_flat_map(mutated)
+    ) {
+        if let Some(fast) = flat::flat_object(&text) {
+            prop_assert_eq!(Some(fast), parsed(&text), "{}", text);
+        }
+    }
+
+    /// Every record written without escapes (the generator's are).
+    #[test]
+    fn the_flat_scan_reads_canonical_records(t in transaction()) {
+        let json = t.to_json();
+        let fast = flat::flat_object(&json);
+        prop_assert_eq!(fast.is_some(), !json.contains('\\'), "{}", json);
+        if fast.is_some() {
+            prop_assert_eq!(fast, parsed(&json));
+        }
+    }
+}
+
+#[test]
+fn the_flat_scan_leaves_the_rest_to_the_parser() {
+    for text in [
+        r#"{"a": {"b": 1}}"#,
+        r#"{"a": [1]}"#,
+        r#"{"city": "Z\u00fcrich"}"#,
+        r#"{"amount": 01}"#,
+        r#"{"amount": 1.}"#,
+        r#"{"amount": -}"#,
+        r#"{"amount": 1e}"#,
+        r#"{"a": nul}"#,
+        r#"{"a": 1,}"#,
+        r#"{"a" 1}"#,
+        r#"{"a": 1} x"#,
+        "{\"a\": \"\x01\"}",
+        "[1]",
+        "",
+    ] {
+        assert_eq!(flat::flat_object(text), None, "{text}");
+    }
+    let slots = flat::flat_object(" {\"amount\" : -0.5e+3 ,\"city\":null, \"x\": true}\n").unwrap();
+    assert_eq!(slots.raw[Field::Amount as usize], Some("-0.5e+3"));
+    assert_eq!(slots.raw[Field::City as usize], Some("null"));
+    assert_eq!(slots.get(Field::City), None);
+}
+
+/// The string scan reads eight bytes at a time: each kind of byte at each place in a word.
+#[test]
+fn the_flat_scan_finds_every_byte_in_a_word() {
+    for len in 0..20 {
+        for at in 0..=len {
+            for inserted in [
+                "", "\\\"", "\\\\", "\\u00e9", "\u{1}", "\u{1f}", "\u{7f}", "é", "€",
+            ] {
+                let mut city = "c".repeat(len);
+                city.insert_str(at, inserted);
+                let text = format!("{{\"city\":\"{city}\",\"amount\":1}}");
+                let fast = flat::flat_object(&text);
+                let plain = !inserted.starts_with('\\') && !inserted.starts_with(|c| c < ' ');
+                assert_eq!(fast.is_some(), plain, "{text}");
+                if plain {
+                    assert_eq!(fast, parsed(&text), "{text}");
+                    assert_eq!(
+                        fast.unwrap().raw[Field::City as usize],
+                        Some(&text[8..text.len() - 12])
+                    );
+                }
+            }
+        }
+    }
+}
