@@ -174,48 +174,53 @@ fn alerts<'scope>(
 }
 
 /// Each entry as an insertion into its account's collection, at its time rounded up to a
-/// step; its payload waits here for the verdict. Messages go out at the step too, not at the
-/// record's 10 ms granule: the arrangement holds a capability for each message time it has
-/// updates of, and re-examines its buffered updates each time the frontier passes one, which
-/// would be a hundred times a step.
+/// step; its payload waits here for the verdict. A step's insertions are held here until the
+/// frontier passes the step, and then go to the arrangement together: its batcher merges all it
+/// holds each time it seals a batch, and would otherwise merge the insertions of the steps
+/// still open (the allowed lateness, several seconds) again at each step.
 fn insertions<'scope>(
     entries: Stream<'scope, u64, Vec<Entry>>,
     payloads: Payloads,
 ) -> Stream<'scope, u64, Vec<Update>> {
-    entries.unary(Pipeline, "WindowInsertions", |_cap, _info| {
-        let mut updates: Vec<Update> = Vec::new();
-        move |input, output| {
+    entries.unary_frontier(Pipeline, "WindowInsertions", |_cap, _info| {
+        // The insertions of each open step, with a capability for it.
+        let mut open: BTreeMap<u64, (Capability<u64>, Vec<Update>)> = BTreeMap::new();
+        move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let Some(cap) = cap.retain_least(0) else {
                     return;
                 };
                 let mut payloads = payloads.borrow_mut();
-                // The map of the step being filled: a message's records are mostly of one.
-                let mut waiting: Option<(u64, &mut HashMap<Uuid, Payload>)> = None;
+                // The step being filled: a message's records are mostly of one.
+                let mut filling: Option<(u64, &mut Vec<Update>, &mut HashMap<Uuid, Payload>)> =
+                    None;
                 for (key, w, payload) in data.drain(..) {
                     // At or after this message's time (the record's 10 ms granule).
                     let at = step_up(w.event_time as u64);
+                    let (_, updates, waiting) = match filling.take() {
+                        Some(f) if f.0 == at => f,
+                        _ => {
+                            let (_, updates) = open
+                                .entry(at)
+                                .or_insert_with(|| (cap.delayed(&at), Vec::new()));
+                            (at, updates, payloads.entry(at).or_default())
+                        }
+                    };
                     if let Some(p) = payload {
-                        let map = match waiting.take() {
-                            Some((t, map)) if t == at => map,
-                            _ => payloads.entry(at).or_default(),
-                        };
-                        map.insert(w.transaction_id, p);
-                        waiting = Some((at, map));
+                        waiting.insert(w.transaction_id, p);
                     }
                     updates.push(((key, w), at, 1));
-                }
-                // One message per step (nearly always just one).
-                if updates.windows(2).any(|p| p[0].1 != p[1].1) {
-                    updates.sort_by_key(|u| u.1);
-                }
-                while let Some(&(_, at, _)) = updates.last() {
-                    let first = updates.partition_point(|u| u.1 < at);
-                    output
-                        .session(&cap.delayed(&at))
-                        .give_iterator(updates.drain(first..));
+                    filling = Some((at, updates, waiting));
                 }
             });
+            // A step the frontier has passed has all its insertions.
+            while let Some(step) = open.first_entry() {
+                if frontier.less_equal(step.key()) {
+                    break;
+                }
+                let (cap, mut updates) = step.remove();
+                output.session(&cap).give_container(&mut updates);
+            }
         }
     })
 }
