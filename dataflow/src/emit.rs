@@ -14,6 +14,11 @@ pub trait Emitter {
     fn alert(&mut self, alert: &Alert);
     fn dead_letter(&mut self, dead: &DeadLetter, key: Option<&[u8]>);
     fn transaction(&mut self, valid: &Valid);
+    /// Whether [`Emitter::transaction`] does anything with them: when neither the emitters
+    /// nor the lakehouse want the valid transactions, the judge does not send them on.
+    fn wants_transactions(&self) -> bool {
+        false
+    }
     /// Called when a worker has nothing more to do for now.
     fn flush(&mut self) {}
     /// Called once at the end: everything emitted must be delivered before it returns.
@@ -76,5 +81,8 @@ impl Emitter for Collected {
     }
     fn transaction(&mut self, valid: &Valid) {
         self.transactions.lock().unwrap().push(valid.clone());
+    }
+    fn wants_transactions(&self) -> bool {
+        true
     }
 }

@@ -80,10 +80,12 @@ pub fn build<'scope>(
         metrics.clone(),
     )
     .broadcast();
+    let transactions = settings.lakehouse.is_some() || emitter.borrow().wants_transactions();
     let (verdicts, windows) = judge(
         arrivals,
         versions,
         Rc::from(settings.topic.as_str()),
+        transactions,
         metrics.clone(),
     );
     // A resumed run's windows start with the last window's committed transactions.

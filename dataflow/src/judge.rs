@@ -60,11 +60,14 @@ pub enum Verdict {
 /// The judge operator: arrivals and rules versions in; verdicts out, and on a second output
 /// each valid transaction's entry in its account's rapid_activity window (not for late
 /// transactions, nor when the rule is disabled): a few bytes, where the whole transaction would
-/// be copied for a second consumer. Both at the arrival's time.
+/// be copied for a second consumer. Both at the arrival's time. Valid transactions are verdicts
+/// only when `transactions` says something downstream keeps them (the lakehouse, an emitter);
+/// they are counted either way.
 pub fn judge<'scope>(
     arrivals: Stream<'scope, u64, Vec<Arrival>>,
     rules: Stream<'scope, u64, Vec<RulesVersion>>,
     topic: Rc<str>,
+    transactions: bool,
     metrics: Arc<Metrics>,
 ) -> (
     Stream<'scope, u64, Vec<Verdict>>,
@@ -118,7 +121,11 @@ pub fn judge<'scope>(
                         rules,
                         &topic,
                         &mut tally,
-                        |v| verdicts.give(v),
+                        |v| {
+                            if transactions || !matches!(v, Verdict::Valid(_)) {
+                                verdicts.give(v)
+                            }
+                        },
                         |e| entries.give(e),
                     );
                 }
