@@ -20,7 +20,6 @@ pub struct GeneratorPartition {
     /// Records made since `start`, for the pacing.
     made: i64,
     start: Instant,
-    key: String,
 }
 
 impl GeneratorPartition {
@@ -54,7 +53,6 @@ impl GeneratorPartition {
             rate: rate as f64 / f64::from(partitions),
             made: 0,
             start: Instant::now(),
-            key: String::new(),
         }
     }
 }
@@ -86,14 +84,11 @@ impl Partition for GeneratorPartition {
         let mut payload = Vec::with_capacity(320);
         for _ in 0..n {
             let meta = self.generator.next_into(&mut payload);
-            use std::fmt::Write as _;
-            self.key.clear();
-            let _ = write!(self.key, "{}", meta.key);
             out.push(RawRecord {
                 partition: self.id,
                 offset: self.offset,
                 timestamp_ms: None,
-                key: Some(Key::from_slice(self.key.as_bytes())),
+                key: Some(Key::from_slice(&meta.key.to_ascii())),
                 payload: std::mem::replace(&mut payload, Vec::with_capacity(320)),
             });
             self.offset += 1;

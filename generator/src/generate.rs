@@ -270,7 +270,7 @@ impl Generator {
             account_id: account,
             amount: Amount::from_cents(cents).expect("in range"),
             currency,
-            merchant_id: compact_str::format_compact!("M-{:05}", rng.random_range(0..20_000)),
+            merchant_id: merchant_id(rng.random_range(0..20_000)),
             merchant_category: rng.random_bool(0.95).then(|| {
                 *<&[u8; 4]>::try_from(MCCS[rng.random_range(0..MCCS.len())].as_bytes())
                     .expect("4 digits")
@@ -451,6 +451,18 @@ fn pick<T: Copy>(cumulative: &[(T, f64)], rng: &mut ChaCha8Rng) -> T {
         .0
 }
 
+/// `M-` and `n` in five digits (`n` < 100 000), written without the formatting machinery: one
+/// per record.
+fn merchant_id(n: u32) -> compact_str::CompactString {
+    let mut id = *b"M-00000";
+    let mut n = n;
+    for d in id[2..].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    compact_str::CompactString::from_utf8(id).expect("ASCII")
+}
+
 fn weighted_index(weights: &[u32], rng: &mut ChaCha8Rng) -> usize {
     let mut x = rng.random_range(0..weights.iter().sum::<u32>());
     for (i, w) in weights.iter().enumerate() {
@@ -466,6 +478,13 @@ fn weighted_index(weights: &[u32], rng: &mut ChaCha8Rng) -> usize {
 mod tests {
     use super::*;
     use model::{validate, Rules};
+
+    #[test]
+    fn merchant_ids_have_five_digits() {
+        for n in [0, 7, 12_345, 19_999, 99_999] {
+            assert_eq!(merchant_id(n), format!("M-{n:05}"));
+        }
+    }
 
     fn run(config: GeneratorConfig, seed: u64, n: usize) -> Vec<(Vec<u8>, Meta)> {
         let mut g = Generator::new(config, Some(seed));

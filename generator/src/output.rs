@@ -118,8 +118,6 @@ pub struct Kafka {
     /// Its context counts delivery failures.
     producer: ThreadedProducer<Deliveries>,
     topic: String,
-    /// The account's text form, rebuilt per record without allocating.
-    key: String,
 }
 
 impl Kafka {
@@ -182,19 +180,14 @@ impl Kafka {
         Ok(Kafka {
             producer,
             topic: topic.to_owned(),
-            key: String::with_capacity(10),
         })
     }
 }
 
 impl Output for Kafka {
     fn send(&mut self, key: AccountId, value: &[u8]) -> anyhow::Result<()> {
-        use std::fmt::Write as _;
-        self.key.clear();
-        let _ = write!(self.key, "{key}");
-        let record = BaseRecord::to(&self.topic)
-            .key(self.key.as_bytes())
-            .payload(value);
+        let key = key.to_ascii();
+        let record = BaseRecord::to(&self.topic).key(&key[..]).payload(value);
         send_waiting(&self.producer, record)
             .map_err(|e| anyhow::anyhow!("producing to {}: {e}", self.topic))
     }

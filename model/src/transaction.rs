@@ -39,11 +39,24 @@ impl AccountId {
     pub fn number(self) -> u32 {
         self.0
     }
+
+    /// `ACC` and the seven digits, as bytes (a record's Kafka key), without the formatting
+    /// machinery: the generator writes one per record.
+    pub fn to_ascii(self) -> [u8; 10] {
+        let mut out = *b"ACC0000000";
+        let mut n = self.0;
+        for d in out[3..].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out
+    }
 }
 
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ACC{:07}", self.0)
+        let ascii = self.to_ascii();
+        f.write_str(std::str::from_utf8(&ascii).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -172,8 +185,8 @@ impl Transaction {
                 .encode_lower(&mut [0u8; 36])
                 .as_bytes(),
         );
-        out.extend_from_slice(br#"","account_id":"ACC"#);
-        write_digits(out, u64::from(self.account_id.number()), 7);
+        out.extend_from_slice(br#"","account_id":""#);
+        out.extend_from_slice(&self.account_id.to_ascii());
         out.extend_from_slice(br#"","amount":"#);
         let cents = self.amount.cents() as u64;
         write_digits(out, cents / 100, 1);
@@ -244,6 +257,11 @@ mod tests {
             "ACC0000001"
         );
         assert_eq!(AccountId::parse("ACC9999999").unwrap().number(), 9_999_999);
+        for n in [0, 7, 1_000_000, 1_234_567, 9_999_999] {
+            let a = AccountId::new(n).unwrap();
+            assert_eq!(a.to_string(), format!("ACC{n:07}"));
+            assert_eq!(&a.to_ascii()[..], a.to_string().as_bytes());
+        }
         for bad in [
             "ACC000001",
             "ACC00000001",
