@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The dataflow's throughput and memory, through the real binary (docs/performance.md):
 #   1. embedded source, dense.yaml (100 000 records per second of event time over 5 M
-#      accounts), 1 and 2 workers, and 2 workers with rapid_activity disabled;
+#      accounts), 1 and 2 workers, and 2 workers with rapid_activity disabled; and 2 workers
+#      on the default generator config (1 000 records per second of event time: a replay of
+#      a slow stream, where each step holds few records);
 #   2. peak RSS with 1 M active accounts (active-1m.yaml, 3 M records, 2 workers);
 #   3. through the local broker: the same records in a 4-partition topic, read by Kafka's own
 #      consumer-perf-test (org.apache.kafka.tools.ConsumerPerformance) and by
@@ -20,8 +22,8 @@ cargo build --release -p dataflow -p generator >&2
 
 # The rate a run reports on its last progress line: "N read (R/s) | ...".
 read_rate() { grep -o 'read ([0-9]*/s)' | tail -n 1 | tr -dc '0-9'; }
-dense=(--rate 0 --until-caught-up --quiet --progress 0 --no-lakehouse
-  --generator-config scripts/bench/dense.yaml)
+base=(--rate 0 --until-caught-up --quiet --progress 0 --no-lakehouse)
+dense=("${base[@]}" --generator-config scripts/bench/dense.yaml)
 sed 's/rapid_activity: {enabled: true/rapid_activity: {enabled: false/' \
   config/alerting-rules.yaml >"$OUT/no-rapid.yaml"
 
@@ -33,6 +35,8 @@ for r in $(seq 1 "$ROUNDS"); do
   done
   rate=$("$BIN/dataflow" "${dense[@]}" --count "$N" -w 2 --rules "$OUT/no-rapid.yaml" 2>&1 | read_rate)
   printf '%-6s %-44s %12s\n' "$r" "embedded, 2 workers, rapid_activity disabled" "$rate"
+  rate=$("$BIN/dataflow" "${base[@]}" --count "$N" -w 2 --generator-config config/generator.yaml 2>&1 | read_rate)
+  printf '%-6s %-44s %12s\n' "$r" "embedded, 2 workers, default generator config" "$rate"
 done
 
 echo
