@@ -115,6 +115,9 @@ pub fn open_partitions(
         base_config(brokers)
             .set("group.id", "finstream-dataflow")
             .set("enable.auto.commit", "false")
+            // Offsets are the job's own (the lakehouse's commits), never the group's: no need
+            // for librdkafka to store each message's under a lock.
+            .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("fetch.min.bytes", "1")
             .set("queued.max.messages.kbytes", "65536")
