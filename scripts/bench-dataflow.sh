@@ -51,6 +51,9 @@ done
 echo
 [[ -n "${KAFKA_BROKERS:-}" ]] || scripts/kafka.sh start >&2
 topic="bench-dataflow-$$"
+# The topics go when the script does: a few hundred MB a million records.
+trap 'scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
+  --delete --topic "$topic.*" >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
 scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
   --create --topic "$topic" --partitions 4 --replication-factor 1 >/dev/null
 "$BIN/generator" --seed 1 --count "$N" --rate 0 --progress 0 --config scripts/bench/dense.yaml \

@@ -12,7 +12,9 @@ ROUNDS="${2:-3}"
 BROKERS="${KAFKA_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
 GEN=target/release/generator
 OUT="$(mktemp -d)"
-trap 'rm -rf "$OUT"' EXIT
+# The topics go when the script does: a few hundred MB a million records.
+trap 'scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
+  --delete --topic "bench-(generator|perf)-[0-9]+-$$" >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
 
 cargo build --release -p generator >&2
 [[ -n "${KAFKA_BROKERS:-}" ]] || scripts/kafka.sh start

@@ -82,6 +82,29 @@ pub fn create_topic(topic: &str, partitions: i32) {
 }
 
 /// As [`create_topic`], with topic configs (`("message.timestamp.type", "LogAppendTime")`).
+/// Deletes `topics` (a benchmark's, whose records would otherwise stay on the local broker).
+pub fn delete_topics(topics: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.delete_topics(
+            topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .expect("delete_topics");
+    for r in results {
+        if let Err((t, e)) = r {
+            eprintln!("deleting topic {t}: {e}");
+        }
+    }
+}
+
 pub fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers())

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use e2e::{bin, brokers, create_topic, create_topic_with, read_all, unique_topic};
+use e2e::{bin, brokers, create_topic, create_topic_with, delete_topics, read_all, unique_topic};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -102,4 +102,5 @@ fn main() {
             l[l.len() - 1]
         );
     }
+    delete_topics(&[&topic, &alerts, &dead]);
 }
