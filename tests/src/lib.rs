@@ -81,10 +81,13 @@ pub fn create_topic(topic: &str, partitions: i32) {
     create_topic_with(topic, partitions, &[]);
 }
 
-/// As [`create_topic`], with topic configs (`("message.timestamp.type", "LogAppendTime")`).
-/// Deletes `topics` (a benchmark's, whose records would otherwise stay on the local broker).
-pub fn delete_topics(topics: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+/// An admin client, the runtime to drive its requests, and their options.
+fn admin() -> (
+    AdminClient<DefaultClientContext>,
+    tokio::runtime::Runtime,
+    AdminOptions,
+) {
+    let admin = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
         .expect("admin client");
@@ -92,11 +95,15 @@ pub fn delete_topics(topics: &[&str]) {
         .enable_all()
         .build()
         .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    (admin, rt, options)
+}
+
+/// Deletes `topics` (a benchmark's, whose records would otherwise stay on the local broker).
+pub fn delete_topics(topics: &[&str]) {
+    let (admin, rt, options) = admin();
     let results = rt
-        .block_on(admin.delete_topics(
-            topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
+        .block_on(admin.delete_topics(topics, &options))
         .expect("delete_topics");
     for r in results {
         if let Err((t, e)) = r {
@@ -105,22 +112,16 @@ pub fn delete_topics(topics: &[&str]) {
     }
 }
 
+/// As [`create_topic`], with topic configs (`("message.timestamp.type", "LogAppendTime")`).
 pub fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt, options) = admin();
     let results = rt
         .block_on(admin.create_topics(
             &[configs.iter().fold(
                 NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
                 |t, (k, v)| t.set(k, v),
             )],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            &options,
         ))
         .expect("create_topics");
     for r in results {
