@@ -325,6 +325,8 @@ struct Slots<'a> {
     raw: [Option<&'a str>; 11],
     /// Bit `f` is set when field `f` appeared more than once.
     repeated: u16,
+    /// No string in the document has an escape (the flat scan reads only such documents).
+    unescaped: bool,
 }
 
 impl<'a> Slots<'a> {
@@ -403,7 +405,10 @@ fn check_values(slots: &Slots<'_>) -> Result<Checked, Rejection> {
         if slots.repeated & (1 << f as u16) != 0 {
             return Err(invalid(f, format!("{f} appears more than once").into()));
         }
-        slots.get(f).map(|raw| json_string(raw, f)).transpose()
+        slots
+            .get(f)
+            .map(|raw| json_string(raw, f, slots.unescaped))
+            .transpose()
     };
 
     let transaction_id = {
@@ -545,10 +550,11 @@ fn required(v: Option<Cow<'_, str>>) -> Cow<'_, str> {
     v.unwrap_or_default()
 }
 
-/// Decodes a JSON string literal already checked by the parser; borrows when it has no escape.
-fn json_string(raw: &str, f: Field) -> Result<Cow<'_, str>, Rejection> {
+/// Decodes a JSON string literal already checked by the parser (or the flat scan, which reads
+/// only literals without escapes: `unescaped`); borrows when it has no escape.
+fn json_string(raw: &str, f: Field, unescaped: bool) -> Result<Cow<'_, str>, Rejection> {
     let inner = &raw[1..raw.len() - 1];
-    if !inner.contains('\\') {
+    if unescaped || !inner.contains('\\') {
         return Ok(Cow::Borrowed(inner));
     }
     // The parser checked the escapes' syntax but not that `\uD800`-style escapes pair up.

@@ -13,7 +13,10 @@ use super::{Field, Slots};
 /// parser must decide.
 pub(super) fn flat_object(text: &str) -> Option<Slots<'_>> {
     let b = text.as_bytes();
-    let mut slots = Slots::default();
+    let mut slots = Slots {
+        unescaped: true,
+        ..Slots::default()
+    };
     let mut i = whitespace(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;

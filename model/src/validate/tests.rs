@@ -810,11 +810,19 @@ fn mutated(text: String) -> impl Strategy<Value = String> {
     })
 }
 
-/// The slots the parser reads, or its rejection.
-fn parsed(text: &str) -> Option<Slots<'_>> {
+/// The fields the parser reads (raw texts, repeats), or `None` for a rejection.
+fn parsed(text: &str) -> Option<Fields<'_>> {
     (!too_deep(text.as_bytes()))
         .then(|| parse_object(text).ok())
         .flatten()
+        .as_ref()
+        .map(fields)
+}
+
+type Fields<'a> = ([Option<&'a str>; 11], u16);
+
+fn fields<'a>(s: &Slots<'a>) -> Fields<'a> {
+    (s.raw, s.repeated)
 }
 
 proptest! {
@@ -829,7 +837,7 @@ proptest! {
             .prop_flat_map(mutated)
     ) {
         if let Some(fast) = flat::flat_object(&text) {
-            prop_assert_eq!(Some(fast), parsed(&text), "{}", text);
+            prop_assert_eq!(Some(fields(&fast)), parsed(&text), "{}", text);
         }
     }
 
@@ -840,7 +848,7 @@ proptest! {
         let fast = flat::flat_object(&json);
         prop_assert_eq!(fast.is_some(), !json.contains('\\'), "{}", json);
         if fast.is_some() {
-            prop_assert_eq!(fast, parsed(&json));
+            prop_assert_eq!(fast.as_ref().map(fields), parsed(&json));
         }
     }
 }
@@ -886,7 +894,7 @@ fn the_flat_scan_finds_every_byte_in_a_word() {
                 let plain = !inserted.starts_with('\\') && !inserted.starts_with(|c| c < ' ');
                 assert_eq!(fast.is_some(), plain, "{text}");
                 if plain {
-                    assert_eq!(fast, parsed(&text), "{text}");
+                    assert_eq!(fast.as_ref().map(fields), parsed(&text), "{text}");
                     assert_eq!(
                         fast.unwrap().raw[Field::City as usize],
                         Some(&text[8..text.len() - 12])
