@@ -6,8 +6,9 @@
 #      a slow stream, where each step holds few records);
 #   2. peak RSS with 1 M active accounts (active-1m.yaml, 3 M records, 2 workers);
 #   3. through the local broker: the same records in a 4-partition topic, read by Kafka's own
-#      consumer-perf-test (org.apache.kafka.tools.ConsumerPerformance) and by
-#      `dataflow --until-caught-up` with 1 and 2 workers, in the same round.
+#      consumer-perf-test (org.apache.kafka.tools.ConsumerPerformance), by the dataflow's own
+#      Kafka reader alone on 2 threads (the `consume` bench binary: rdkafka, nothing else), and
+#      by `dataflow --until-caught-up` with 1 and 2 workers, in the same round.
 # Usage: scripts/bench-dataflow.sh [RECORDS] [ROUNDS]      (defaults: 2000000 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 
 cargo build --release -p dataflow -p generator >&2
+cargo build --release -p e2e --bin consume >&2
 
 # The rate a run reports on its last progress line: "N read (R/s) | ...".
 read_rate() { grep -o 'read ([0-9]*/s)' | tail -n 1 | tr -dc '0-9'; }
@@ -64,6 +66,8 @@ for r in $(seq 1 "$ROUNDS"); do
   raw=$(scripts/kafka.sh tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BROKERS" \
     --topic "$topic" --messages "$N" --group "bench-$$-$r" 2>/dev/null | tail -n 1 | cut -d, -f6 | tr -d ' ')
   printf '%-6s %-44s %12.0f\n' "$r" "raw consume (ConsumerPerformance)" "$raw"
+  reader=$(KAFKA_BROKERS="$BROKERS" "$BIN/consume" "$topic" 2 2>/dev/null | cut -d' ' -f4)
+  printf '%-6s %-44s %12s\n' "$r" "the dataflow's Kafka reader alone, 2 threads" "$reader"
   for w in 1 2; do
     rate=$("$BIN/dataflow" --brokers "$BROKERS" --input-topic "$topic" --until-caught-up --quiet \
       --progress 0 --no-lakehouse -w "$w" --alerts-topic "$topic-alerts" \
