@@ -455,11 +455,7 @@ fn pick<T: Copy>(cumulative: &[(T, f64)], rng: &mut ChaCha8Rng) -> T {
 /// per record.
 fn merchant_id(n: u32) -> compact_str::CompactString {
     let mut id = *b"M-00000";
-    let mut n = n;
-    for d in id[2..].iter_mut().rev() {
-        *d = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
+    model::transaction::zero_padded(&mut id[2..], u64::from(n));
     compact_str::CompactString::from_utf8(id).expect("ASCII")
 }
 

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::transaction::zero_padded;
+
 /// Microseconds in one second, minute, hour, day.
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_MINUTE: i64 = 60 * MICROS_PER_SECOND;
@@ -161,11 +163,8 @@ impl EventTime {
         let (y, m, d) = civil_from_days(days);
         let secs = in_day / MICROS_PER_SECOND;
         let mut out = *b"0000-00-00T00:00:00.000000Z";
-        let mut put = |at: usize, width: usize, mut v: i64| {
-            for i in (at..at + width).rev() {
-                out[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
+        let mut put = |at: usize, width: usize, v: i64| {
+            zero_padded(&mut out[at..at + width], v as u64);
         };
         put(0, 4, y.clamp(0, 9999));
         put(5, 2, i64::from(m));

@@ -44,12 +44,17 @@ impl AccountId {
     /// machinery: the generator writes one per record.
     pub fn to_ascii(self) -> [u8; 10] {
         let mut out = *b"ACC0000000";
-        let mut n = self.0;
-        for d in out[3..].iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
+        zero_padded(&mut out[3..], u64::from(self.0));
         out
+    }
+}
+
+/// Writes `n` in decimal into `digits`, right-aligned and zero-padded (leading digits that do
+/// not fit are dropped): the fixed-width numbers of keys and ids, written per record.
+pub fn zero_padded(digits: &mut [u8], mut n: u64) {
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
