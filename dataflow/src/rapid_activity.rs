@@ -46,6 +46,9 @@ use uuid::Uuid;
 
 use crate::judge::Valid;
 use crate::metrics::Metrics;
+use batcher::StepBatcher;
+
+mod batcher;
 
 /// The arrangement's own time step (µs): entries enter at their event time rounded *up* to a
 /// step, so that differential works through a second of event time at once rather than a
@@ -133,7 +136,7 @@ pub fn rapid_activity<'scope>(
         .probe_with(&entered)
         .concat(retired)
         .as_collection()
-        .arrange_by_key_named("Windows");
+        .arrange_named("Windows", StepBatcher::new);
     retire(&windows, entered).connect_loop(leaving);
     alerts(counts(windows), payloads, metrics)
 }
@@ -175,9 +178,9 @@ fn alerts<'scope>(
 
 /// Each entry as an insertion into its account's collection, at its time rounded up to a
 /// step; its payload waits here for the verdict. A step's insertions are held here until the
-/// frontier passes the step, and then go to the arrangement together: its batcher merges all it
-/// holds each time it seals a batch, and would otherwise merge the insertions of the steps
-/// still open (the allowed lateness, several seconds) again at each step.
+/// frontier passes the step, and then go to the arrangement together, whose batcher sorts them
+/// once ([`batcher`]). (Differential's own batcher, given them as they come, merged the steps
+/// still open, the allowed lateness, again at every step.)
 fn insertions<'scope>(
     entries: Stream<'scope, u64, Vec<Entry>>,
     payloads: Payloads,

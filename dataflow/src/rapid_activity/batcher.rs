@@ -1,0 +1,157 @@
+//! The window arrangement's batcher: a step's updates, sorted once when the step is sealed.
+//!
+//! Differential's own batcher (`MergeBatcher`) merges sorted chunks as they arrive, a dozen
+//! passes over each update, so as to be ready for any frontier at any time. Here a step's
+//! insertions arrive together just before the frontier passes the step (see `insertions`),
+//! with that step's retractions, so the batcher only keeps what it is given and sorts what a
+//! batch takes once: a radix sort of the account numbers, then each account's few updates by
+//! entry and time. Built on differential's `Batcher` and `Extract` traits and its batch builder.
+
+use differential_dataflow::batcher::merge::Sealer;
+use differential_dataflow::batcher::{Batcher, Extract};
+use differential_dataflow::trace::implementations::ValBuilder;
+use timely::progress::frontier::AntichainRef;
+use timely::progress::Antichain;
+
+use super::{Update, Windowed};
+
+/// Keeps the updates it is given; sorts and consolidates those a batch takes when it is sealed.
+pub(super) struct StepBatcher {
+    updates: Vec<Update>,
+    /// The least time of the updates kept after the last extraction.
+    lower: Antichain<u64>,
+}
+
+impl StepBatcher {
+    pub(super) fn new(
+        _logger: Option<differential_dataflow::logging::Logger>,
+        _operator: usize,
+    ) -> Self {
+        StepBatcher {
+            updates: Vec::new(),
+            lower: Antichain::new(),
+        }
+    }
+}
+
+impl Batcher<Vec<Update>> for StepBatcher {
+    fn insert(&mut self, container: &mut Vec<Update>) {
+        self.updates.append(container);
+    }
+}
+
+impl Extract for StepBatcher {
+    type Time = u64;
+    type Output = <ValBuilder<u32, Windowed, u64, i32> as Sealer<Vec<Update>>>::Output;
+
+    fn extract<'a>(
+        &'a mut self,
+        upper: AntichainRef<'_, u64>,
+    ) -> (Option<Self::Output>, AntichainRef<'a, u64>) {
+        let mut ready = if self.updates.iter().all(|u| !upper.less_equal(&u.1)) {
+            std::mem::take(&mut self.updates)
+        } else {
+            let (ready, kept) = self
+                .updates
+                .drain(..)
+                .partition(|u| !upper.less_equal(&u.1));
+            self.updates = kept;
+            ready
+        };
+        sort_updates(&mut ready);
+        consolidate_sorted(&mut ready);
+        self.lower = self.updates.iter().map(|u| u.1).min().into_iter().collect();
+        let batch = ValBuilder::<u32, Windowed, u64, i32>::seal(&mut vec![ready]);
+        (batch, self.lower.borrow())
+    }
+}
+
+/// Sorts updates by (account, entry, time): a least-significant-digit radix sort of the
+/// account numbers (three passes of 11 bits), stable, then each run of one account by entry
+/// and time.
+fn sort_updates(updates: &mut Vec<Update>) {
+    const BITS: u32 = 11;
+    let mut scratch = updates.clone();
+    for pass in 0..3 {
+        let digit = |u: &Update| ((u.0 .0 >> (pass * BITS)) & ((1 << BITS) - 1)) as usize;
+        let mut starts = vec![0usize; 1 << BITS];
+        for u in updates.iter() {
+            starts[digit(u)] += 1;
+        }
+        let mut sum = 0;
+        for s in starts.iter_mut() {
+            (*s, sum) = (sum, sum + *s);
+        }
+        for u in updates.iter() {
+            let d = digit(u);
+            scratch[starts[d]] = *u;
+            starts[d] += 1;
+        }
+        std::mem::swap(updates, &mut scratch);
+    }
+    for run in updates.chunk_by_mut(|a, b| a.0 .0 == b.0 .0) {
+        if run.len() > 1 {
+            run.sort_unstable_by_key(|u| (u.0 .1, u.1));
+        }
+    }
+}
+
+/// Adds up the diffs of equal (account, entry, time) in sorted updates, and drops the zeros.
+fn consolidate_sorted(updates: &mut Vec<Update>) {
+    let mut kept = 0;
+    for i in 0..updates.len() {
+        let u = updates[i];
+        if kept > 0 && (updates[kept - 1].0, updates[kept - 1].1) == (u.0, u.1) {
+            updates[kept - 1].2 += u.2;
+        } else {
+            if kept > 0 && updates[kept - 1].2 == 0 {
+                kept -= 1;
+            }
+            updates[kept] = u;
+            kept += 1;
+        }
+    }
+    if kept > 0 && updates[kept - 1].2 == 0 {
+        kept -= 1;
+    }
+    updates.truncate(kept);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use differential_dataflow::consolidation::consolidate_updates;
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    fn update(account: u32, at: i64, id: u8, time: u64, diff: i32) -> Update {
+        let w = Windowed {
+            event_time: at,
+            transaction_id: Uuid::from_u128(u128::from(id)),
+            window_seconds: 60,
+            min_count: 5,
+        };
+        ((account, w), time, diff)
+    }
+
+    proptest! {
+        /// The same as differential's own consolidation, for any updates: accounts spread over
+        /// all three radix digits, and equal ones that add up to nothing.
+        #[test]
+        fn sorts_and_consolidates_as_differential_does(
+            raw in proptest::collection::vec(
+                (prop_oneof![0u32..4, 0u32..10_000_000], 0i64..3, 0u8..3, 0u64..3, -1i32..=1),
+                0..300,
+            )
+        ) {
+            let updates: Vec<Update> =
+                raw.into_iter().map(|(a, at, id, t, d)| update(a, at, id, t, d)).collect();
+            let mut ours = updates.clone();
+            sort_updates(&mut ours);
+            consolidate_sorted(&mut ours);
+            let mut theirs = updates;
+            consolidate_updates(&mut theirs);
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+}
