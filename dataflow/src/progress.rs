@@ -13,7 +13,7 @@
 //!
 //! Between the two, each record was read while `cap < B`, so it went out at `B` or later
 //! exactly when it has an event time whose granule is at least `B`: those are to be done again,
-//! the others are committed ([`Position::committed`]). A restart reads each partition from
+//! the others are committed ([`committed`]). A restart reads each partition from
 //! `resume` and starts its capability at `B`; the result is the same rows as a run that never
 //! stopped, read from the same input.
 

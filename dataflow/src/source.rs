@@ -111,7 +111,7 @@ struct Tracked {
     resumed: Option<PartitionOffsets>,
 }
 
-/// Offsets per block of a partition's own watermark (see [`Tracked::read`]).
+/// Offsets per block of a partition's own watermark (see `Tracked::read`).
 pub const BLOCK: i64 = 256;
 
 impl Tracked {

@@ -6,7 +6,7 @@
 //! of every field in that order. A single JSON pass collects each known field's raw text
 //! (borrowed from the input), so the phases after parsing look at slices of the input instead
 //! of a tree, and the amount is read from its digits, never through a float. That pass is
-//! one scan of the bytes for the common flat object ([`flat`]), and serde_json's parser for
+//! one scan of the bytes for the common flat object (`validate/flat.rs`), and serde_json's parser for
 //! everything else.
 //!
 //! Two choices the contract leaves open, made here and documented in docs/data-model.md:
