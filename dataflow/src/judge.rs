@@ -120,12 +120,9 @@ pub fn judge<'scope>(
                         a,
                         rules,
                         &topic,
+                        transactions,
                         &mut tally,
-                        |v| {
-                            if transactions || !matches!(v, Verdict::Valid(_)) {
-                                verdicts.give(v)
-                            }
-                        },
+                        |v| verdicts.give(v),
                         |e| entries.give(e),
                     );
                 }
@@ -190,6 +187,7 @@ fn judge_one(
     a: Arrival,
     rules: &Rules,
     topic: &Rc<str>,
+    transactions: bool,
     tally: &mut Tally,
     mut out: impl FnMut(Verdict),
     mut window: impl FnMut(Entry),
@@ -255,7 +253,9 @@ fn judge_one(
             if let Some((account, w, p)) = Windowed::entry(&valid) {
                 window((account, w, Some(p)));
             }
-            out(Verdict::Valid(valid));
+            if transactions {
+                out(Verdict::Valid(valid));
+            }
         }
     }
 }

@@ -127,17 +127,9 @@ pub fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)])
     for r in results {
         r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
     }
-    let consumer = consumer();
     let start = Instant::now();
     loop {
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .expect("metadata");
-        if md
-            .topics()
-            .iter()
-            .any(|t| t.partitions().len() == partitions as usize)
-        {
+        if partition_count(topic) == partitions as usize {
             return;
         }
         assert!(
@@ -146,6 +138,16 @@ pub fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)])
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// How many partitions `topic` has (0 while the broker does not know it).
+pub fn partition_count(topic: &str) -> usize {
+    consumer()
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("metadata")
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len())
 }
 
 /// One record read back from a topic.

@@ -11,8 +11,6 @@
 use std::time::{Duration, Instant};
 
 use dataflow::source::{assigned, Poll};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -20,14 +18,7 @@ fn main() -> anyhow::Result<()> {
     let topic = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
     let threads: usize = args.next().map_or(Ok(1), |t| t.parse())?;
     let brokers = e2e::brokers();
-    let metadata_consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let metadata = metadata_consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len()) as i32;
+    let partitions = e2e::partition_count(&topic) as i32;
     anyhow::ensure!(partitions > 0, "{topic} has no partitions");
 
     let start = Instant::now();
