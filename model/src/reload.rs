@@ -8,20 +8,26 @@
 //! and an editor's several writes of one save give one reload.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use notify::Watcher as _;
 
-/// A running watch of one file. Dropping it stops the watch.
+/// A running watch of one file. Dropping it stops the watch at once.
 pub struct Reloader<T> {
     updates: Receiver<T>,
-    /// Set on drop; the watch thread checks it at least once per poll interval.
-    stop: Arc<AtomicBool>,
+    /// The watch thread's wake-ups: file notifications, and [`Wake::Stop`] from `drop`.
+    wake: Sender<Wake>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Why the watch thread wakes up before its poll interval is over.
+enum Wake {
+    /// A file-system notification in the file's directory.
+    Changed,
+    /// The [`Reloader`] is being dropped.
+    Stop,
 }
 
 impl<T: Send + 'static> Reloader<T> {
@@ -36,18 +42,18 @@ impl<T: Send + 'static> Reloader<T> {
         F: Fn(&Path) -> Result<T, E> + Send + 'static,
     {
         let (tx, updates) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = mpsc::channel();
         let path = path.to_owned();
-        let stopped = stop.clone();
+        let notified = wake.clone();
         // Read now, not in the thread: a change made right after this call must be seen.
         let current = std::fs::read(&path).ok();
         let thread = std::thread::Builder::new()
             .name("config-reload".into())
-            .spawn(move || run(path, current, poll, load, tx, stopped))
+            .spawn(move || run(path, current, poll, load, tx, notified, woken))
             .expect("spawning the reload thread");
         Reloader {
             updates,
-            stop,
+            wake,
             thread: Some(thread),
         }
     }
@@ -60,7 +66,9 @@ impl<T: Send + 'static> Reloader<T> {
 
 impl<T> Drop for Reloader<T> {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the thread from its wait for the next poll: a bounded run ends without waiting
+        // out a poll interval.
+        let _ = self.wake.send(Wake::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -73,9 +81,9 @@ fn run<T, E: std::fmt::Display>(
     poll: Duration,
     load: impl Fn(&Path) -> Result<T, E>,
     tx: mpsc::Sender<T>,
-    stop: Arc<AtomicBool>,
+    notified: Sender<Wake>,
+    woken: Receiver<Wake>,
 ) {
-    let (events_tx, events) = mpsc::channel();
     // Watch the directory, not the file: editors often save by writing a new file and renaming
     // it over the old one, which ends a watch on the old file's inode.
     let dir = match path.parent() {
@@ -83,7 +91,7 @@ fn run<T, E: std::fmt::Display>(
         _ => PathBuf::from("."),
     };
     let watcher = notify::recommended_watcher(move |_event| {
-        let _ = events_tx.send(());
+        let _ = notified.send(Wake::Changed);
     })
     .and_then(|mut w| {
         w.watch(&dir, notify::RecursiveMode::NonRecursive)
@@ -96,16 +104,18 @@ fn run<T, E: std::fmt::Display>(
         );
     }
 
-    while !stop.load(Ordering::Relaxed) {
-        match events.recv_timeout(poll) {
+    loop {
+        match woken.recv_timeout(poll) {
             // Let a burst of writes from one save settle before reading.
-            Ok(()) => {
+            Ok(Wake::Changed) => {
                 std::thread::sleep(Duration::from_millis(50));
-                while events.try_recv().is_ok() {}
+                if woken.try_iter().any(|w| matches!(w, Wake::Stop)) {
+                    break;
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
-            // The watcher is gone (it failed to start): poll only.
-            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(poll),
+            // The Reloader is gone (it holds a sender until it has sent `Stop`).
+            Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => break,
         }
         let Ok(content) = std::fs::read(&path) else {
             continue; // Mid-rename or deleted: keep the version in force and look again later.
@@ -170,6 +180,21 @@ mod tests {
         std::fs::write(&tmp, "3").unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         assert_eq!(wait_for(&r, Duration::from_secs(5)), Some(3));
+    }
+
+    #[test]
+    fn dropping_does_not_wait_out_the_poll_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.txt");
+        std::fs::write(&path, "1").unwrap();
+        let r = Reloader::watch(&path, Duration::from_secs(600), |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| e.to_string())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        drop(r);
+        // Ten minutes is the poll interval: a drop that waited for it would hang here.
+        assert!(start.elapsed() < Duration::from_secs(60), "{:?}", start.elapsed());
     }
 
     #[test]
