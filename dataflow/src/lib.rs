@@ -7,6 +7,8 @@
 //! [`judge`] (validation and the per-record rules), [`rapid_activity`]; [`emit`] is where
 //! results leave. [`rules`] holds the rules as pure functions.
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub mod allocator;
 pub mod embedded;
 pub mod emit;
 pub mod graph;

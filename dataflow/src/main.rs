@@ -145,23 +145,13 @@ struct Args {
     progress: u64,
 }
 
-/// Keeps glibc's malloc from holding on to freed memory. Differential's trace batches are large
-/// buffers, allocated and freed as batches merge; by default glibc raises its mmap threshold
-/// each time such a buffer is freed, so that later ones come from the heap, where freed space
-/// is kept and fragmented rather than returned. A fixed threshold (128 KiB, glibc's initial
-/// one) maps every large buffer and unmaps it when freed: the peak RSS with a million active
-/// accounts drops by about a quarter. The cost is page faults on fresh mappings, which the Kafka
-/// path (megabyte fetch buffers) pays most: about 10 % of its rate (docs/performance.md).
-fn fixed_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a parameter of the allocator; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
+/// Large Rust buffers (differential's trace batches) are mapped and unmapped when freed, while
+/// librdkafka's fetch buffers stay in malloc's heap: see [`dataflow::allocator`].
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: dataflow::allocator::MapLarge = dataflow::allocator::MapLarge;
 
 fn main() -> anyhow::Result<()> {
-    fixed_mmap_threshold();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
