@@ -194,7 +194,11 @@ mod tests {
         let start = Instant::now();
         drop(r);
         // Ten minutes is the poll interval: a drop that waited for it would hang here.
-        assert!(start.elapsed() < Duration::from_secs(60), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
