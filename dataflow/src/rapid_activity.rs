@@ -96,7 +96,46 @@ type WindowVerdict = (u32, Windowed, Vec<Uuid>);
 
 /// Payloads by verdict time, then transaction id, of the transactions one worker read: written
 /// before the arrangement, read and dropped after it.
-type Payloads = Rc<RefCell<BTreeMap<u64, HashMap<Uuid, Payload>>>>;
+type Payloads = Rc<RefCell<PayloadsByStep>>;
+
+#[derive(Default)]
+struct PayloadsByStep {
+    steps: BTreeMap<u64, HashMap<Uuid, Payload>>,
+    /// A map of a step that is done, emptied, for the next step: a fresh one would be mapped
+    /// and zeroed by the kernel as it grows to a step's transactions.
+    spare: Option<HashMap<Uuid, Payload>>,
+}
+
+impl PayloadsByStep {
+    /// The payloads of step `at`.
+    fn step(&mut self, at: u64) -> &mut HashMap<Uuid, Payload> {
+        let spare = &mut self.spare;
+        self.steps
+            .entry(at)
+            .or_insert_with(|| spare.take().unwrap_or_default())
+    }
+
+    /// Drops the payloads of the steps before `t` (all of them for `None`), keeping one map.
+    fn drop_before(&mut self, t: Option<u64>) {
+        let done = match t {
+            Some(t) => {
+                let kept = self.steps.split_off(&t);
+                std::mem::replace(&mut self.steps, kept)
+            }
+            None => std::mem::take(&mut self.steps),
+        };
+        if let Some(mut map) = done.into_values().max_by_key(HashMap::capacity) {
+            map.clear();
+            if self
+                .spare
+                .as_ref()
+                .is_none_or(|s| s.capacity() < map.capacity())
+            {
+                self.spare = Some(map);
+            }
+        }
+    }
+}
 
 impl Windowed {
     /// The window entry of a valid transaction and its alert's payload, keyed by account
@@ -159,7 +198,10 @@ fn alerts<'scope>(
                     for (account, w, ids) in data.drain(..) {
                         let at = step_up(w.event_time as u64);
                         // Another worker's transaction.
-                        let Some(p) = payloads.get(&at).and_then(|m| m.get(&w.transaction_id))
+                        let Some(p) = payloads
+                            .steps
+                            .get(&at)
+                            .and_then(|m| m.get(&w.transaction_id))
                         else {
                             continue;
                         };
@@ -167,11 +209,8 @@ fn alerts<'scope>(
                         session.give(to_alert(account, &w, p, ids));
                     }
                 });
-                let mut payloads = payloads.borrow_mut();
-                match frontier.frontier().iter().min() {
-                    None => payloads.clear(),
-                    Some(&t) => *payloads = payloads.split_off(&t),
-                }
+                let least = frontier.frontier().iter().min().copied();
+                payloads.borrow_mut().drop_before(least);
             }
         })
 }
@@ -188,6 +227,8 @@ fn insertions<'scope>(
     entries.unary_frontier(Pipeline, "WindowInsertions", |_cap, _info| {
         // The insertions of each open step, with a capability for it.
         let mut open: BTreeMap<u64, (Capability<u64>, Vec<Update>)> = BTreeMap::new();
+        // A buffer for the next step: fresh ones would be mapped and zeroed as they grow.
+        let mut spare: Option<Vec<Update>> = None;
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let Some(cap) = cap.retain_least(0) else {
@@ -203,10 +244,10 @@ fn insertions<'scope>(
                     let (_, updates, waiting) = match filling.take() {
                         Some(f) if f.0 == at => f,
                         _ => {
-                            let (_, updates) = open
-                                .entry(at)
-                                .or_insert_with(|| (cap.delayed(&at), Vec::new()));
-                            (at, updates, payloads.entry(at).or_default())
+                            let (_, updates) = open.entry(at).or_insert_with(|| {
+                                (cap.delayed(&at), spare.take().unwrap_or_default())
+                            });
+                            (at, updates, payloads.step(at))
                         }
                     };
                     if let Some(p) = payload {
@@ -223,6 +264,11 @@ fn insertions<'scope>(
                 }
                 let (cap, mut updates) = step.remove();
                 output.session(&cap).give_container(&mut updates);
+                // What the session hands back: an emptied buffer of an earlier message, if any.
+                if updates.capacity() > spare.as_ref().map_or(0, Vec::capacity) {
+                    updates.clear();
+                    spare = Some(updates);
+                }
             }
         }
     })
@@ -252,6 +298,8 @@ fn retire<'scope>(
         .unary_frontier(Pipeline, "RetireWindows", move |_cap, _info| {
             // Accounts by the time some of their entries leave.
             let mut leaving: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+            // An emptied list of accounts, for the next time.
+            let mut spare: Vec<u32> = Vec::new();
             // A capability a microsecond before the earliest time in `leaving`.
             let mut held: Option<Capability<u64>> = None;
             let mut upper = Antichain::from_elem(0u64);
@@ -270,7 +318,10 @@ fn retire<'scope>(
                                 cursor.map_times(&batch, |_, &d| inserted |= d > 0);
                                 if inserted {
                                     let due = leaves(w);
-                                    leaving.entry(due).or_default().push(account);
+                                    leaving
+                                        .entry(due)
+                                        .or_insert_with(|| std::mem::take(&mut spare))
+                                        .push(account);
                                     if held.as_ref().is_none_or(|h| *h.time() > due - 1) {
                                         held = Some(cap.delayed(&(due - 1)));
                                     }
@@ -302,7 +353,7 @@ fn retire<'scope>(
                         .batches_through(upper.borrow())
                         .expect("the trace is compacted only up to what was read");
                     let (mut cursor, storage) = cursor_list(batches);
-                    for account in accounts {
+                    for &account in &accounts {
                         cursor.seek_key(&storage, &account);
                         if cursor.get_key(&storage) != Some(&account) {
                             continue;
@@ -318,6 +369,8 @@ fn retire<'scope>(
                             cursor.step_val(&storage);
                         }
                     }
+                    accounts.clear();
+                    spare = accounts;
                 }
                 match leaving.keys().next() {
                     Some(&due) => {
