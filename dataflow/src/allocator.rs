@@ -14,8 +14,8 @@
 //! librdkafka; fixed at its initial 128 KiB, it suits the trace. Rust's allocations come here,
 //! librdkafka's go to malloc directly: so Rust buffers of [`MAPPED`] bytes or more are mapped
 //! here, as glibc would with a fixed threshold, and glibc keeps its default for the rest.
-//! Through Kafka (5 M records, 2 workers) that is 15 % faster than the fixed threshold, with
-//! half the kernel time; the memory run is unchanged (docs/performance.md).
+//! Through Kafka (5 M records, 2 workers) that saves a quarter of the page faults; the memory
+//! run is unchanged (docs/performance.md, sixth session).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
