@@ -63,9 +63,6 @@ unsafe impl GlobalAlloc for MapLarge {
         if p == libc::MAP_FAILED {
             ptr::null_mut()
         } else {
-            if layout.size() >= 4 << 20 {
-                unsafe { libc::madvise(p, pages(layout.size()), libc::MADV_HUGEPAGE) };
-            }
             p.cast()
         }
     }

@@ -15,7 +15,7 @@ use rdkafka::bindings as rd;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::emit::Emitter;
 use crate::judge::Valid;
@@ -234,21 +234,28 @@ pub fn open_partitions(
         assignment.add_partition_offset(topic, p, Offset::Offset(start))?;
         starts.push((p, start, high));
     }
+    // Each partition's queue is split off before the assignment starts its fetches, so that no
+    // message can reach the consumer's own queue first.
+    let topic_c = std::ffi::CString::new(topic).context("a topic name with a NUL byte")?;
+    let mut queues = Vec::new();
+    for &(p, _, _) in &starts {
+        queues.push(
+            BatchQueue::split(&consumer, &topic_c, p)
+                .with_context(|| format!("a queue for {topic}/{p}"))?,
+        );
+    }
     consumer
         .assign(&assignment)
         .context("assigning partitions")?;
     let mut out: Vec<Box<dyn Partition>> = Vec::new();
-    let topic = std::ffi::CString::new(topic).context("a topic name with a NUL byte")?;
-    for (p, low, high) in starts {
-        let queue = BatchQueue::split(&consumer, &topic, p)
-            .with_context(|| format!("a queue for {}/{p}", topic.to_string_lossy()))?;
+    for ((p, low, high), queue) in starts.into_iter().zip(queues) {
         out.push(Box::new(KafkaPartition {
             id: p,
             queue,
             consumer: consumer.clone(),
             end: until_caught_up.then_some(high),
             position: low,
-            topic: topic.clone(),
+            topic: topic_c.clone(),
         }));
     }
     Ok(out)
@@ -267,8 +274,18 @@ impl Partition for KafkaPartition {
         if self.end.is_some_and(|end| self.position >= end) {
             return Poll::Done;
         }
-        // Serves the consumer's callbacks; its messages all go to the partition queues.
-        let _ = self.consumer.poll(Duration::ZERO);
+        // Serves the consumer's callbacks; its messages all go to the partition queues, so
+        // anything else it returns is an error to report.
+        match self.consumer.poll(Duration::ZERO) {
+            Some(Err(e)) => tracing::warn!("Kafka consumer: {e}"),
+            Some(Ok(m)) => tracing::error!(
+                "a message of {}/{} at offset {} reached the consumer's own queue",
+                m.topic(),
+                m.partition(),
+                m.offset()
+            ),
+            None => {}
+        }
         let (id, end) = (self.id, self.end);
         let position = &mut self.position;
         let mut n = 0;
@@ -279,9 +296,12 @@ impl Partition for KafkaPartition {
                 tracing::warn!("reading partition {id}: {}", e.to_string_lossy());
                 return;
             }
-            // Past the end of a bounded run (which may fall in a gap of offsets): done.
-            if end.is_some_and(|end| m.offset >= end) {
-                *position = (*position).max(m.offset);
+            // Past the end of a bounded run (which may fall in a gap of offsets): done, at the
+            // first such message.
+            if let Some(end) = end.filter(|&end| m.offset >= end) {
+                if *position < end {
+                    *position = m.offset;
+                }
                 return;
             }
             *position = m.offset + 1;
@@ -297,8 +317,10 @@ impl Partition for KafkaPartition {
             out.push(RawRecord {
                 partition: id,
                 offset: m.offset,
+                // As rdkafka reads it: none when the type says so or the value is -1.
                 timestamp_ms: (kind
-                    != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE)
+                    != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+                    && timestamp != -1)
                     .then_some(timestamp),
                 key: key.map(Key::from_slice),
                 payload: payload.to_vec(),

@@ -481,17 +481,39 @@ impl LiveCounts {
 
     /// Adds an account's `net` change of entries in a batch, of which `entered` entered (so
     /// its count within the batch never exceeded the count before it plus `entered`); returns
-    /// that bound. A counter that would overflow stays at its maximum from then on: an upper
-    /// bound still, and for good.
+    /// that bound. A counter that would overflow stays at its maximum from then on, and bounds
+    /// nothing any more: its accounts are always read.
     fn add(&mut self, account: u32, net: i32, entered: i32) -> u32 {
         let slot =
             (u64::from(account).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::BITS)) as usize;
         let counter = &mut self.counters[slot];
-        let before = i32::from(*counter);
-        if *counter != u8::MAX {
-            *counter = u8::try_from(before + net).unwrap_or(u8::MAX);
+        if *counter == u8::MAX {
+            return u32::MAX;
         }
+        let before = i32::from(*counter);
+        *counter = u8::try_from(before + net).unwrap_or(u8::MAX);
         (before + entered) as u32
+    }
+}
+
+#[cfg(test)]
+mod live_counts_tests {
+    use super::LiveCounts;
+
+    #[test]
+    fn bounds_each_account_and_stops_bounding_when_full() {
+        let mut live = LiveCounts::new();
+        assert_eq!(live.add(7, 3, 3), 3);
+        assert_eq!(live.add(7, -1, 0), 3);
+        assert_eq!(
+            live.add(7, 0, 2),
+            4,
+            "two entries coming and going on top of two"
+        );
+        // An account with more entries than a counter holds: from then on, no bound.
+        assert_eq!(live.add(9, 300, 300), 300);
+        assert_eq!(live.add(9, -299, 0), u32::MAX);
+        assert_eq!(live.add(9, 0, 1), u32::MAX);
     }
 }
 
