@@ -107,7 +107,7 @@ impl BatchQueue {
     }
 
     /// Calls `each` with up to `max` messages waiting in the queue, without blocking, and
-    /// destroys them after. Returns how many there were, or librdkafka's error.
+    /// destroys each after. Returns how many there were, or librdkafka's error.
     fn drain(
         &mut self,
         max: usize,
@@ -129,13 +129,36 @@ impl BatchQueue {
         // SAFETY: librdkafka initialized the first `n` pointers, each a live message that is
         // ours to destroy, once, after its last use.
         unsafe { self.batch.set_len(n) };
-        for &m in &self.batch {
-            // SAFETY: live until destroyed just below.
+        let mut batch = Destroying {
+            messages: &mut self.batch,
+            done: 0,
+        };
+        while let Some(&m) = batch.messages.get(batch.done) {
+            // SAFETY: live until destroyed, right after its use while it is still in cache.
             each(unsafe { &*m });
             unsafe { rd::rd_kafka_message_destroy(m) };
+            batch.done += 1;
         }
-        self.batch.clear();
         Ok(n)
+    }
+}
+
+/// The messages of a batch from `done` on, destroyed (and the list emptied) when this is
+/// dropped, even if the caller's closure panics: a message left alive would hold its fetch
+/// buffer, and librdkafka's shutdown waits for those.
+struct Destroying<'a> {
+    messages: &'a mut Vec<*mut rd::rd_kafka_message_t>,
+    /// How many were destroyed already.
+    done: usize,
+}
+
+impl Drop for Destroying<'_> {
+    fn drop(&mut self) {
+        for &m in &self.messages[self.done..] {
+            // SAFETY: a live message of this batch, not yet destroyed.
+            unsafe { rd::rd_kafka_message_destroy(m) };
+        }
+        self.messages.clear();
     }
 }
 
