@@ -30,7 +30,7 @@ use differential_dataflow::trace::{Cursor, Navigable, TraceReader};
 use model::time::MICROS_PER_SECOND;
 use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule, Severity};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -100,19 +100,57 @@ type Payloads = Rc<RefCell<PayloadsByStep>>;
 
 #[derive(Default)]
 struct PayloadsByStep {
-    steps: BTreeMap<u64, HashMap<Uuid, Payload>>,
-    /// A map of a step that is done, emptied, for the next step: a fresh one would be mapped
-    /// and zeroed by the kernel as it grows to a step's transactions.
-    spare: Option<HashMap<Uuid, Payload>>,
+    steps: BTreeMap<u64, StepPayloads>,
+    /// The list of a step that is done, emptied, for the next step: a fresh one would be
+    /// mapped and zeroed by the kernel as it grows to a step's transactions.
+    spare: Option<Vec<(Uuid, Payload)>>,
+}
+
+/// The payloads of one step, in the order their transactions were read until a verdict needs
+/// one, then sorted by transaction id. Appending costs next to nothing where a hash map's
+/// inserts (random writes into megabytes of table, one per transaction) were a tenth of the
+/// dense run's CPU; the few verdicts of a step (a few in ten thousand transactions) then pay
+/// one sort of it.
+#[derive(Default)]
+struct StepPayloads {
+    entries: Vec<(Uuid, Payload)>,
+    sorted: bool,
+}
+
+impl StepPayloads {
+    fn push(&mut self, id: Uuid, payload: Payload) {
+        self.entries.push((id, payload));
+        self.sorted = false;
+    }
+
+    /// The payload of transaction `id`: of the last one read, if it was read more than once
+    /// (the sort is stable).
+    fn get(&mut self, id: &Uuid) -> Option<&Payload> {
+        if !self.sorted {
+            self.entries.sort_by_key(|e| e.0);
+            self.sorted = true;
+        }
+        let end = self.entries.partition_point(|e| e.0 <= *id);
+        self.entries[..end]
+            .last()
+            .filter(|e| e.0 == *id)
+            .map(|e| &e.1)
+    }
 }
 
 impl PayloadsByStep {
     /// The payloads of step `at`.
-    fn step(&mut self, at: u64) -> &mut HashMap<Uuid, Payload> {
+    fn step(&mut self, at: u64) -> &mut StepPayloads {
         let spare = &mut self.spare;
-        self.steps
-            .entry(at)
-            .or_insert_with(|| spare.take().unwrap_or_default())
+        self.steps.entry(at).or_insert_with(|| StepPayloads {
+            entries: spare.take().unwrap_or_default(),
+            sorted: false,
+        })
+    }
+
+    /// The payload of transaction `id` of step `at`, if this worker read it.
+    fn get(&mut self, at: u64, id: &Uuid) -> Option<&Payload> {
+        self.steps.get_mut(&at)?.get(id)
     }
 
     /// Drops the payloads of the steps before `t` (all of them for `None`), keeping one map.
@@ -124,14 +162,18 @@ impl PayloadsByStep {
             }
             None => std::mem::take(&mut self.steps),
         };
-        if let Some(mut map) = done.into_values().max_by_key(HashMap::capacity) {
-            map.clear();
+        if let Some(mut list) = done
+            .into_values()
+            .map(|p| p.entries)
+            .max_by_key(Vec::capacity)
+        {
+            list.clear();
             if self
                 .spare
                 .as_ref()
-                .is_none_or(|s| s.capacity() < map.capacity())
+                .is_none_or(|s| s.capacity() < list.capacity())
             {
-                self.spare = Some(map);
+                self.spare = Some(list);
             }
         }
     }
@@ -194,15 +236,11 @@ fn alerts<'scope>(
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let mut session = output.session(&cap);
-                    let payloads = payloads.borrow();
+                    let mut payloads = payloads.borrow_mut();
                     for (account, w, ids) in data.drain(..) {
                         let at = step_up(w.event_time as u64);
                         // Another worker's transaction.
-                        let Some(p) = payloads
-                            .steps
-                            .get(&at)
-                            .and_then(|m| m.get(&w.transaction_id))
-                        else {
+                        let Some(p) = payloads.get(at, &w.transaction_id) else {
                             continue;
                         };
                         metrics.alert(Rule::RapidActivity);
@@ -236,8 +274,7 @@ fn insertions<'scope>(
                 };
                 let mut payloads = payloads.borrow_mut();
                 // The step being filled: a message's records are mostly of one.
-                let mut filling: Option<(u64, &mut Vec<Update>, &mut HashMap<Uuid, Payload>)> =
-                    None;
+                let mut filling: Option<(u64, &mut Vec<Update>, &mut StepPayloads)> = None;
                 for (key, w, payload) in data.drain(..) {
                     // At or after this message's time (the record's 10 ms granule).
                     let at = step_up(w.event_time as u64);
@@ -251,7 +288,7 @@ fn insertions<'scope>(
                         }
                     };
                     if let Some(p) = payload {
-                        waiting.insert(w.transaction_id, p);
+                        waiting.push(w.transaction_id, p);
                     }
                     updates.push(((key, w), at, 1));
                     filling = Some((at, updates, waiting));
