@@ -153,7 +153,7 @@ impl PayloadsByStep {
         self.steps.get_mut(&at)?.get(id)
     }
 
-    /// Drops the payloads of the steps before `t` (all of them for `None`), keeping one map.
+    /// Drops the payloads of the steps before `t` (all of them for `None`), keeping one list.
     fn drop_before(&mut self, t: Option<u64>) {
         let done = match t {
             Some(t) => {
