@@ -369,8 +369,6 @@ pub struct KafkaOutputs {
     producer: ThreadedProducer<Deliveries>,
     alerts_topic: String,
     dead_letter_topic: String,
-    /// Reused for the alert's key, the account id's text.
-    key: String,
 }
 
 impl KafkaOutputs {
@@ -385,7 +383,6 @@ impl KafkaOutputs {
             producer,
             alerts_topic: alerts_topic.to_owned(),
             dead_letter_topic: dead_letter_topic.to_owned(),
-            key: String::new(),
         })
     }
 
@@ -415,16 +412,11 @@ impl KafkaOutputs {
 
 impl Emitter for KafkaOutputs {
     fn alert(&mut self, alert: &Alert) {
-        use std::fmt::Write as _;
-        self.key.clear();
-        let _ = write!(self.key, "{}", alert.account_id);
-        let key = std::mem::take(&mut self.key);
         self.send(
             &self.alerts_topic,
-            Some(key.as_bytes()),
+            Some(&alert.account_id.to_ascii()),
             alert.to_json().as_bytes(),
         );
-        self.key = key;
     }
 
     fn dead_letter(&mut self, dead: &DeadLetter, key: Option<&[u8]>) {
