@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use generator::{Generator, GeneratorConfig};
 
-use crate::source::{Key, Partition, Poll, RawRecord};
+use crate::source::{Key, Partition, PayloadArena, Poll, RawRecord};
 
 /// One partition of the in-process generator.
 pub struct GeneratorPartition {
@@ -20,6 +20,9 @@ pub struct GeneratorPartition {
     /// Records made since `start`, for the pacing.
     made: i64,
     start: Instant,
+    /// The generator writes each record here before it is copied to `arena`.
+    scratch: Vec<u8>,
+    arena: PayloadArena,
 }
 
 impl GeneratorPartition {
@@ -53,6 +56,8 @@ impl GeneratorPartition {
             rate: rate as f64 / f64::from(partitions),
             made: 0,
             start: Instant::now(),
+            scratch,
+            arena: PayloadArena::default(),
         }
     }
 }
@@ -81,15 +86,15 @@ impl Partition for GeneratorPartition {
             }
             n = n.min(due as u64);
         }
-        let mut payload = Vec::with_capacity(320);
         for _ in 0..n {
-            let meta = self.generator.next_into(&mut payload);
+            self.scratch.clear();
+            let meta = self.generator.next_into(&mut self.scratch);
             out.push(RawRecord {
                 partition: self.id,
                 offset: self.offset,
                 timestamp_ms: None,
                 key: Some(Key::from_slice(&meta.key.to_ascii())),
-                payload: std::mem::replace(&mut payload, Vec::with_capacity(320)),
+                payload: self.arena.copy(&self.scratch),
             });
             self.offset += 1;
         }

@@ -20,7 +20,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::emit::Emitter;
 use crate::judge::Valid;
 use crate::progress::Position;
-use crate::source::{Key, Partition, Poll, RawRecord};
+use crate::source::{Key, Partition, PayloadArena, Poll, RawRecord};
 
 /// How many partitions `topic` has, waiting up to `timeout` for the broker.
 pub fn partition_count(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Result<i32> {
@@ -72,6 +72,7 @@ pub struct KafkaPartition {
     position: i64,
     /// The topic's name, for librdkafka's C API.
     topic: std::ffi::CString,
+    arena: PayloadArena,
 }
 
 /// A partition's own queue in librdkafka, read a batch of messages per call with
@@ -279,6 +280,7 @@ pub fn open_partitions(
             end: until_caught_up.then_some(high),
             position: low,
             topic: topic_c.clone(),
+            arena: PayloadArena::default(),
         }));
     }
     Ok(out)
@@ -311,6 +313,7 @@ impl Partition for KafkaPartition {
         }
         let (id, end) = (self.id, self.end);
         let position = &mut self.position;
+        let arena = &mut self.arena;
         let mut n = 0;
         let drained = self.queue.drain(max, |m| {
             if m.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
@@ -346,7 +349,7 @@ impl Partition for KafkaPartition {
                     && timestamp != -1)
                     .then_some(timestamp),
                 key: key.map(Key::from_slice),
-                payload: payload.to_vec(),
+                payload: arena.copy(payload),
             });
             n += 1;
         });
