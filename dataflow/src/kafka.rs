@@ -372,6 +372,8 @@ pub struct KafkaOutputs {
     producer: ThreadedProducer<Deliveries>,
     alerts_topic: String,
     dead_letter_topic: String,
+    /// The record being produced, kept from one to the next.
+    json: Vec<u8>,
 }
 
 impl KafkaOutputs {
@@ -386,6 +388,7 @@ impl KafkaOutputs {
             producer,
             alerts_topic: alerts_topic.to_owned(),
             dead_letter_topic: dead_letter_topic.to_owned(),
+            json: Vec::new(),
         })
     }
 
@@ -415,15 +418,19 @@ impl KafkaOutputs {
 
 impl Emitter for KafkaOutputs {
     fn alert(&mut self, alert: &Alert) {
+        self.json.clear();
+        alert.write_json(&mut self.json);
         self.send(
             &self.alerts_topic,
             Some(&alert.account_id.to_ascii()),
-            alert.to_json().as_bytes(),
+            &self.json,
         );
     }
 
     fn dead_letter(&mut self, dead: &DeadLetter, key: Option<&[u8]>) {
-        self.send(&self.dead_letter_topic, key, dead.to_json().as_bytes());
+        self.json.clear();
+        dead.write_json(&mut self.json);
+        self.send(&self.dead_letter_topic, key, &self.json);
     }
 
     fn transaction(&mut self, _: &Valid) {}

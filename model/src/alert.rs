@@ -125,6 +125,11 @@ impl Alert {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an alert always serializes")
     }
+
+    /// Appends [`Alert::to_json`]'s text to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("an alert always serializes")
+    }
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {

@@ -80,6 +80,12 @@ impl DeadLetter {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a dead letter always serializes")
     }
+
+    /// Appends [`DeadLetter::to_json`]'s text to `out`: a buffer kept from record to record
+    /// is not grown afresh (and copied at each step) for every payload of up to 64 KiB.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("a dead letter always serializes")
+    }
 }
 
 fn as_str<S: serde::Serializer>(c: &crate::validate::ErrorCode, s: S) -> Result<S::Ok, S::Error> {
@@ -114,6 +120,9 @@ mod tests {
         let at = EventTime::parse_rfc3339("2026-02-16T12:00:00.123456Z").unwrap();
         let d = DeadLetter::new(r, payload, source(), at);
         let v: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+        let mut written = b"kept".to_vec();
+        d.write_json(&mut written);
+        assert_eq!(&written[4..], d.to_json().as_bytes());
         assert_eq!(v["error"], "missing_field");
         assert_eq!(v["field"], "transaction_id");
         assert_eq!(v["payload"], r#"{"amount": "12"}"#);
