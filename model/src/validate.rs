@@ -277,18 +277,19 @@ impl Deferred {
 
 /// Validates everything that does not depend on the rules; see [`Deferred`].
 pub fn validate_deferred(bytes: &[u8]) -> Deferred {
-    let slots = match check_document(bytes) {
-        Ok(s) => s,
-        Err(r) => return Deferred::Final(r),
-    };
+    let mut slots = Slots::default();
+    if let Err(r) = check_document(bytes, &mut slots) {
+        return Deferred::Final(r);
+    }
     match check_types(&slots).and_then(|()| check_values(&slots)) {
         Ok((currency, rest)) => Deferred::Pending { currency, rest },
         Err(r) => Deferred::Final(r),
     }
 }
 
-/// Phase one: size, encoding, syntax, depth, object.
-fn check_document(bytes: &[u8]) -> Result<Slots<'_>, Rejection> {
+/// Phase one: size, encoding, syntax, depth, object. Fills `slots` (empty on entry) with the
+/// known fields.
+fn check_document<'a>(bytes: &'a [u8], slots: &mut Slots<'a>) -> Result<(), Rejection> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(Rejection::record(
             ErrorCode::TooLarge,
@@ -307,8 +308,8 @@ fn check_document(bytes: &[u8]) -> Result<Slots<'_>, Rejection> {
             ),
         )
     })?;
-    if let Some(slots) = flat::flat_object(text) {
-        return Ok(slots);
+    if flat::read_flat_object(text, slots) {
+        return Ok(());
     }
     if too_deep(bytes) {
         return Err(Rejection::record(
@@ -316,7 +317,8 @@ fn check_document(bytes: &[u8]) -> Result<Slots<'_>, Rejection> {
             format!("JSON nested deeper than {MAX_DEPTH} levels"),
         ));
     }
-    parse_object(text)
+    *slots = parse_object(text)?;
+    Ok(())
 }
 
 /// The raw JSON text of each known field, indexed by `Field as usize`.

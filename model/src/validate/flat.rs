@@ -1,7 +1,7 @@
 //! The JSON pass's fast path: one scan of a flat object, the shape of nearly every record.
 //!
-//! [`flat_object`] reads an object whose values are all scalars (strings without escapes,
-//! numbers, `true`, `false`, `null`) in one pass over the bytes, and gives up (`None`) at the
+//! [`read_flat_object`] reads an object whose values are all scalars (strings without escapes,
+//! numbers, `true`, `false`, `null`) in one pass over the bytes, and gives up (`false`) at the
 //! first thing it does not read itself: an escape, a nested value, a syntax error. Validation
 //! then runs the full parser, which decides the verdict and the error. So this scan never
 //! judges a record; it only accepts what the parser would read to the same [`Slots`], which a
@@ -9,14 +9,24 @@
 
 use super::{Field, Slots};
 
-/// The known fields of `text` when it is a flat object this scan reads; `None` when the full
-/// parser must decide.
+/// [`read_flat_object`], returning the slots: for the tests.
+#[cfg(test)]
 pub(super) fn flat_object(text: &str) -> Option<Slots<'_>> {
+    let mut slots = Slots::default();
+    read_flat_object(text, &mut slots).then_some(slots)
+}
+
+/// Reads the known fields of `text` into `slots` (empty on entry) when it is a flat object
+/// this scan reads; `false` when the full parser must decide (`slots` then holds what was read
+/// until then). The slots are the caller's: nearly two hundred bytes, returned by value they
+/// were copied twice a record.
+pub(super) fn read_flat_object<'a>(text: &'a str, slots: &mut Slots<'a>) -> bool {
+    read(text, slots).is_some()
+}
+
+fn read<'a>(text: &'a str, slots: &mut Slots<'a>) -> Option<()> {
     let b = text.as_bytes();
-    let mut slots = Slots {
-        unescaped: true,
-        ..Slots::default()
-    };
+    slots.unescaped = true;
     let mut i = whitespace(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
@@ -48,7 +58,7 @@ pub(super) fn flat_object(text: &str) -> Option<Slots<'_>> {
             }
         }
     }
-    (whitespace(b, i) == b.len()).then_some(slots)
+    (whitespace(b, i) == b.len()).then_some(())
 }
 
 /// The index of the first byte at or after `i` that is not JSON whitespace.
