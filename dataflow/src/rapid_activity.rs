@@ -103,7 +103,7 @@ struct PayloadsByStep {
     steps: BTreeMap<u64, StepPayloads>,
     /// The list of a step that is done, emptied, for the next step: a fresh one would be
     /// mapped and zeroed by the kernel as it grows to a step's transactions.
-    spare: Option<Vec<(Uuid, Payload)>>,
+    spare: Option<Vec<Waiting>>,
 }
 
 /// The payloads of one step, in the order their transactions were read until a verdict needs
@@ -113,28 +113,55 @@ struct PayloadsByStep {
 /// one sort of it.
 #[derive(Default)]
 struct StepPayloads {
-    entries: Vec<(Uuid, Payload)>,
+    entries: Vec<Waiting>,
     sorted: bool,
 }
 
+/// A transaction's payload, flattened so that the number of its reading fits in the same
+/// 40 bytes.
+struct Waiting {
+    id: Uuid,
+    /// Its place in the order the step's payloads were read: the sort is in place (a stable
+    /// one took a scratch buffer of half the list, mapped afresh for every step), and this
+    /// keeps the last one read first among equal ids all the same.
+    read: u32,
+    amount: Amount,
+    rules_version: u64,
+    currency: Currency,
+    severity: Severity,
+}
+
+const _: () = assert!(std::mem::size_of::<Waiting>() == 40);
+
 impl StepPayloads {
-    fn push(&mut self, id: Uuid, payload: Payload) {
-        self.entries.push((id, payload));
+    fn push(&mut self, id: Uuid, p: Payload) {
+        self.entries.push(Waiting {
+            id,
+            read: self.entries.len() as u32,
+            amount: p.amount,
+            rules_version: p.rules_version,
+            currency: p.currency,
+            severity: p.severity,
+        });
         self.sorted = false;
     }
 
-    /// The payload of transaction `id`: of the last one read, if it was read more than once
-    /// (the sort is stable).
-    fn get(&mut self, id: &Uuid) -> Option<&Payload> {
+    /// The payload of transaction `id`: of the last one read, if it was read more than once.
+    fn get(&mut self, id: &Uuid) -> Option<Payload> {
         if !self.sorted {
-            self.entries.sort_by_key(|e| e.0);
+            self.entries.sort_unstable_by_key(|e| (e.id, e.read));
             self.sorted = true;
         }
-        let end = self.entries.partition_point(|e| e.0 <= *id);
+        let end = self.entries.partition_point(|e| e.id <= *id);
         self.entries[..end]
             .last()
-            .filter(|e| e.0 == *id)
-            .map(|e| &e.1)
+            .filter(|e| e.id == *id)
+            .map(|e| Payload {
+                amount: e.amount,
+                currency: e.currency,
+                rules_version: e.rules_version,
+                severity: e.severity,
+            })
     }
 }
 
@@ -149,7 +176,7 @@ impl PayloadsByStep {
     }
 
     /// The payload of transaction `id` of step `at`, if this worker read it.
-    fn get(&mut self, at: u64, id: &Uuid) -> Option<&Payload> {
+    fn get(&mut self, at: u64, id: &Uuid) -> Option<Payload> {
         self.steps.get_mut(&at)?.get(id)
     }
 
@@ -244,7 +271,7 @@ fn alerts<'scope>(
                             continue;
                         };
                         metrics.alert(Rule::RapidActivity);
-                        session.give(to_alert(account, &w, p, ids));
+                        session.give(to_alert(account, &w, &p, ids));
                     }
                 });
                 let least = frontier.frontier().iter().min().copied();
@@ -640,5 +667,41 @@ fn to_alert(account: u32, w: &Windowed, p: &Payload, ids: Vec<Uuid>) -> Alert {
             count: w.min_count,
             transaction_ids: ids,
         },
+    }
+}
+
+#[cfg(test)]
+mod step_payloads_tests {
+    use super::{Payload, StepPayloads};
+    use model::{Amount, Currency, Severity};
+    use uuid::Uuid;
+
+    fn payload(version: u64) -> Payload {
+        Payload {
+            amount: Amount::parse_json_number("12.50").unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            rules_version: version,
+            severity: Severity::Medium,
+        }
+    }
+
+    /// Every id finds its payload; an id read twice finds the one read last, also when it is
+    /// read again after a lookup; an id never read finds none.
+    #[test]
+    fn the_last_payload_read_wins() {
+        let mut step = StepPayloads::default();
+        let ids: Vec<Uuid> = (0..1000u128).map(|i| Uuid::from_u128(i * 7919 % 1000)).collect();
+        for (i, id) in ids.iter().enumerate() {
+            step.push(*id, payload(i as u64));
+        }
+        let twice = ids[10];
+        step.push(twice, payload(5000));
+        for (i, id) in ids.iter().enumerate().filter(|(_, id)| **id != twice) {
+            assert_eq!(step.get(id).map(|p| p.rules_version), Some(i as u64));
+        }
+        assert_eq!(step.get(&twice).map(|p| p.rules_version), Some(5000));
+        step.push(twice, payload(6000));
+        assert_eq!(step.get(&twice).map(|p| p.rules_version), Some(6000));
+        assert_eq!(step.get(&Uuid::from_u128(1_000_001)), None);
     }
 }
