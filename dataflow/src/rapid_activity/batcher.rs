@@ -36,7 +36,12 @@ impl StepBatcher {
 
 impl Batcher<Vec<Update>> for StepBatcher {
     fn insert(&mut self, container: &mut Vec<Update>) {
-        self.updates.append(container);
+        // A step's insertions come in one message: taken whole, not copied.
+        if self.updates.is_empty() {
+            std::mem::swap(&mut self.updates, container);
+        } else {
+            self.updates.append(container);
+        }
     }
 }
 
