@@ -19,11 +19,16 @@ pub trait Emitter {
     fn wants_transactions(&self) -> bool {
         false
     }
-    /// Called when a worker has nothing more to do for now.
-    fn flush(&mut self) {}
+    /// Called at the end of each activation of the worker's outputs, with whether its source
+    /// is reading a backlog ([`crate::source::Backlog`]). An emitter may hold what it was given
+    /// while `backlog` is true, to send it in larger batches; it then returns how soon it must be
+    /// called again, whether or not more comes.
+    fn flush(&mut self, _backlog: bool) -> Option<std::time::Duration> {
+        None
+    }
     /// Called once at the end: everything emitted must be delivered before it returns.
     fn finish(&mut self) {
-        self.flush();
+        self.flush(false);
     }
 }
 
@@ -53,8 +58,9 @@ impl Emitter for Terminal {
     }
     fn dead_letter(&mut self, _: &DeadLetter, _: Option<&[u8]>) {}
     fn transaction(&mut self, _: &Valid) {}
-    fn flush(&mut self) {
+    fn flush(&mut self, _: bool) -> Option<std::time::Duration> {
         let _ = self.out.flush();
+        None
     }
 }
 

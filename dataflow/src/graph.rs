@@ -29,7 +29,7 @@ use crate::lakehouse::{self, Lakehouse};
 use crate::metrics::Metrics;
 use crate::rapid_activity::rapid_activity;
 use crate::rules_feed::{rules_feed, RulesVersion};
-use crate::source::{source, Partition as InputPartition, SourceConfig};
+use crate::source::{source, Backlog, Partition as InputPartition, SourceConfig};
 
 /// What every worker needs to build its part of the dataflow.
 #[derive(Clone)]
@@ -62,6 +62,7 @@ pub fn build<'scope>(
     let judged = ProbeHandle::new();
     let done = ProbeHandle::new();
 
+    let backlog = Backlog::default();
     let (arrivals, marks) = source(
         scope,
         partitions,
@@ -69,6 +70,7 @@ pub fn build<'scope>(
         metrics.clone(),
         judged.clone(),
         stop,
+        backlog.clone(),
     );
     let arrivals = arrivals.probe_with(&arrivals_probe);
     let versions = rules_feed(
@@ -104,6 +106,7 @@ pub fn build<'scope>(
         emitter,
         settings.lakehouse.clone(),
         worker,
+        backlog,
     );
     match &settings.lakehouse {
         Some(lake) => {

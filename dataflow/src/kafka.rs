@@ -368,12 +368,33 @@ impl Partition for KafkaPartition {
 
 /// Produces alerts (keyed by account) and dead letters (keyed by the input's key) to Kafka,
 /// with an idempotent producer. Each worker has its own.
+///
+/// While the worker reads a backlog, records are held here and handed to the producer together,
+/// at most [`HOLD`] after the first of them: at `linger.ms` alone (5 ms) the producer sent a
+/// request every 5 ms, and serving those cost the broker as much CPU as the reads did (half its
+/// CPU during a 5 M-record catch-up). In a live stream each is handed over at the end of the
+/// worker's activation that made it, and waits only `linger.ms`.
 pub struct KafkaOutputs {
     producer: ThreadedProducer<Deliveries>,
     alerts_topic: String,
     dead_letter_topic: String,
-    /// The record being produced, kept from one to the next.
-    json: Vec<u8>,
+    /// The bytes of the records held: each one's key, then its value.
+    held: Vec<u8>,
+    records: Vec<Held>,
+    /// When the first record held was made.
+    since: Option<Instant>,
+}
+
+/// How long a record may be held while the worker reads a backlog.
+pub const HOLD: Duration = Duration::from_millis(50);
+
+/// A record held, its key and value at `start..key_end` and `key_end..end` of the held bytes.
+struct Held {
+    dead_letter: bool,
+    keyed: bool,
+    start: usize,
+    key_end: usize,
+    end: usize,
 }
 
 impl KafkaOutputs {
@@ -388,8 +409,42 @@ impl KafkaOutputs {
             producer,
             alerts_topic: alerts_topic.to_owned(),
             dead_letter_topic: dead_letter_topic.to_owned(),
-            json: Vec::new(),
+            held: Vec::new(),
+            records: Vec::new(),
+            since: None,
         })
+    }
+
+    /// Holds a record: its key, and the value `value` writes.
+    fn hold(&mut self, dead_letter: bool, key: Option<&[u8]>, value: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.held.len();
+        self.held.extend_from_slice(key.unwrap_or_default());
+        let key_end = self.held.len();
+        value(&mut self.held);
+        self.records.push(Held {
+            dead_letter,
+            keyed: key.is_some(),
+            start,
+            key_end,
+            end: self.held.len(),
+        });
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Hands every record held to the producer, in the order they were made.
+    fn release(&mut self) {
+        for r in &self.records {
+            let topic = if r.dead_letter {
+                &self.dead_letter_topic
+            } else {
+                &self.alerts_topic
+            };
+            let key = r.keyed.then(|| &self.held[r.start..r.key_end]);
+            self.send(topic, key, &self.held[r.key_end..r.end]);
+        }
+        self.records.clear();
+        self.held.clear();
+        self.since = None;
     }
 
     fn send(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) {
@@ -418,24 +473,28 @@ impl KafkaOutputs {
 
 impl Emitter for KafkaOutputs {
     fn alert(&mut self, alert: &Alert) {
-        self.json.clear();
-        alert.write_json(&mut self.json);
-        self.send(
-            &self.alerts_topic,
-            Some(&alert.account_id.to_ascii()),
-            &self.json,
-        );
+        let key = alert.account_id.to_ascii();
+        self.hold(false, Some(&key), |out| alert.write_json(out));
     }
 
     fn dead_letter(&mut self, dead: &DeadLetter, key: Option<&[u8]>) {
-        self.json.clear();
-        dead.write_json(&mut self.json);
-        self.send(&self.dead_letter_topic, key, &self.json);
+        self.hold(true, key, |out| dead.write_json(out));
     }
 
     fn transaction(&mut self, _: &Valid) {}
 
+    fn flush(&mut self, backlog: bool) -> Option<Duration> {
+        let since = self.since?;
+        let held = since.elapsed();
+        if backlog && held < HOLD {
+            return Some(HOLD - held);
+        }
+        self.release();
+        None
+    }
+
     fn finish(&mut self) {
+        self.release();
         let failed = self.flush_all();
         if failed > 0 {
             tracing::error!("{failed} output records could not be delivered");

@@ -36,6 +36,7 @@ use crate::emit::Emitter;
 use crate::judge::Verdict;
 use crate::progress::{Mark, Marks};
 use crate::rapid_activity::Windowed;
+use crate::source::Backlog;
 
 /// Rows a worker gathers per table before it writes them as one data file: enough for
 /// analytics-sized row groups (one per file), bounded so that a worker's memory is too.
@@ -149,9 +150,11 @@ pub fn outputs<'scope>(
     emitter: Rc<RefCell<dyn Emitter>>,
     lakehouse: Option<Lakehouse>,
     worker: usize,
+    backlog: Backlog,
 ) -> Stream<'scope, u64, Vec<Written>> {
     let worker_handle = verdicts.scope().worker().clone();
     verdicts.unary_frontier(Pipeline, "Outputs", move |_cap, info| {
+        let activator = worker_handle.activator_for(info.address.clone());
         let mut open: BTreeMap<u64, Open> = BTreeMap::new();
         let (done, written) = std::sync::mpsc::channel::<Done>();
         let background = lakehouse.map(|lake| Background {
@@ -203,7 +206,9 @@ pub fn outputs<'scope>(
                     bg.flush(k, o, FILE_ROWS);
                 }
             });
-            out.flush();
+            if let Some(after) = out.flush(backlog.get()) {
+                activator.activate_after(after);
+            }
             let Some(bg) = background.as_ref() else {
                 return;
             };

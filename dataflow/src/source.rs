@@ -15,7 +15,9 @@
 //! while a granule batches all the records of 10 ms and adds at most 10 ms to an alert. Exact
 //! event times travel in the data, and every rule compares those.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,6 +93,11 @@ pub struct Arrival {
     /// rapid_activity's windows.
     pub late: bool,
 }
+
+/// Whether the worker's source is reading a backlog: at its last read, some partition had a
+/// whole batch ready ([`SourceConfig::batch`]). Set by [`source`], read by the outputs (an
+/// emitter may then batch what it sends, see `emit::Emitter::flush`).
+pub type Backlog = Rc<Cell<bool>>;
 
 /// What a partition reader has to say after a poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +205,7 @@ pub fn source<'scope>(
     metrics: Arc<Metrics>,
     judged: ProbeHandle<u64>,
     stop: Arc<AtomicBool>,
+    backlog: Backlog,
 ) -> (
     Stream<'scope, u64, Vec<Arrival>>,
     Stream<'scope, u64, Vec<Mark>>,
@@ -266,6 +274,7 @@ pub fn source<'scope>(
                 return;
             }
             let mut any_ready = false;
+            let mut full = false;
             for part in partitions.iter_mut().filter(|p| !p.done) {
                 buffer.clear();
                 match part.reader.poll(config.batch, &mut buffer) {
@@ -279,6 +288,7 @@ pub fn source<'scope>(
                     Poll::Done => part.done = true,
                 }
                 metrics.read.add(buffer.len() as u64);
+                full |= buffer.len() >= config.batch;
                 for raw in buffer.drain(..) {
                     let verdict = validate_deferred(&raw.payload);
                     let time = verdict.event_time().map(|t| t.as_micros().max(0) as u64);
@@ -312,6 +322,7 @@ pub fn source<'scope>(
                         .push(Arrival { raw, verdict, late });
                 }
             }
+            backlog.set(full);
             if let Some(m) = partitions.iter().filter_map(|p| p.max_seen).max() {
                 metrics.saw_event_time(m as i64);
             }
