@@ -692,7 +692,9 @@ mod step_payloads_tests {
     #[test]
     fn the_last_payload_read_wins() {
         let mut step = StepPayloads::default();
-        let ids: Vec<Uuid> = (0..1000u128).map(|i| Uuid::from_u128(i * 7919 % 1000)).collect();
+        let ids: Vec<Uuid> = (0..1000u128)
+            .map(|i| Uuid::from_u128(i * 7919 % 1000))
+            .collect();
         for (i, id) in ids.iter().enumerate() {
             step.push(*id, payload(i as u64));
         }
