@@ -22,7 +22,7 @@ use timely::dataflow::Stream;
 
 use crate::metrics::{Metrics, Tally};
 use crate::rapid_activity::{Entry, Windowed};
-use crate::rules;
+use crate::rules::{self, Prepared};
 use crate::rules_feed::RulesVersion;
 use crate::source::{Arrival, Key};
 
@@ -85,7 +85,7 @@ pub fn judge<'scope>(
     builder.build(move |_caps| {
         // Every rules version by the time it applies from; versions no record can need any
         // more are dropped as the frontier advances.
-        let mut timeline: BTreeMap<u64, Arc<Rules>> = BTreeMap::new();
+        let mut timeline: BTreeMap<u64, Arc<Prepared>> = BTreeMap::new();
         // Arrivals waiting for the rules frontier to pass their time, with capabilities for
         // both outputs: the messages as they came. (Reading a backlog, a third of the records
         // wait here; appending them to one list copied each and grew the list page by page.)
@@ -102,7 +102,7 @@ pub fn judge<'scope>(
                 for v in data.drain(..) {
                     match Rules::from_yaml(&v.text, std::path::Path::new(&v.origin)) {
                         Ok(r) => {
-                            timeline.insert(t, Arc::new(r));
+                            timeline.insert(t, Arc::new(Prepared::new(r)));
                         }
                         // The feed validated it already; a different parse here is a bug.
                         Err(e) => tracing::error!(
@@ -113,7 +113,7 @@ pub fn judge<'scope>(
                 }
             });
             // Judges a batch of arrivals of one time under `rules`, at `caps`.
-            let mut judge_all = |caps: &Caps, batch: &mut Vec<Arrival>, rules: &Rules| {
+            let mut judge_all = |caps: &Caps, batch: &mut Vec<Arrival>, rules: &Prepared| {
                 let mut verdicts = verdicts_out.session(&caps.0);
                 let mut entries = entries_out.session(&caps.1);
                 for a in batch.drain(..) {
@@ -188,7 +188,7 @@ type Caps = (Capability<u64>, Capability<u64>);
 
 fn judge_one(
     a: Arrival,
-    rules: &Rules,
+    prepared: &Prepared,
     topic: &Rc<str>,
     transactions: bool,
     tally: &mut Tally,
@@ -196,6 +196,7 @@ fn judge_one(
     mut window: impl FnMut(Entry),
 ) {
     let raw = a.raw;
+    let rules = &prepared.rules;
     match a.verdict.resolve(rules) {
         Err(rejection) => {
             tally.invalid += 1;
@@ -219,7 +220,7 @@ fn judge_one(
                 (
                     Rule::HighValue,
                     rules.rules.high_value.severity,
-                    rules::high_value(&txn, rules),
+                    prepared.high_value(&txn),
                 ),
                 (
                     Rule::UnusualHour,

@@ -466,7 +466,16 @@ mod tests {
     #[test]
     fn arena_copies_are_exact() {
         let mut arena = PayloadArena::default();
-        let sizes = [0, 1, 300, PayloadArena::CHUNK - 301, 300, 5, PayloadArena::CHUNK * 2, 7];
+        let sizes = [
+            0,
+            1,
+            300,
+            PayloadArena::CHUNK - 301,
+            300,
+            5,
+            PayloadArena::CHUNK * 2,
+            7,
+        ];
         let records: Vec<Vec<u8>> = sizes
             .iter()
             .enumerate()
