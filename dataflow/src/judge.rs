@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use model::{Alert, DeadLetter, EventTime, Rule, Rules, Severity, Source, Transaction};
+use model::{Alert, DeadLetter, Deferred, EventTime, Rule, Rules, Severity, Source, Transaction};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -197,7 +197,12 @@ fn judge_one(
 ) {
     let raw = a.raw;
     let rules = &prepared.rules;
-    match a.verdict.resolve(rules) {
+    let verdict = match a.verdict {
+        // The common case, without a search of the rules' map.
+        Deferred::Pending { currency, rest } if prepared.accepts(currency) => rest,
+        other => other.resolve(rules),
+    };
+    match verdict {
         Err(rejection) => {
             tally.invalid += 1;
             let source = Source {

@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::time::MICROS_PER_SECOND;
 use model::rules::HighValue;
+use model::time::MICROS_PER_SECOND;
 use model::{AccountId, Currency, Details, Rule, Rules, Transaction};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -45,6 +45,11 @@ impl Prepared {
             .map(|(&currency, &rate)| (currency, rate, not_above(threshold, rate)))
             .collect();
         Prepared { rules, rates }
+    }
+
+    /// Whether transactions in `currency` are valid under these rules ([`Rules::accepts`]).
+    pub fn accepts(&self, currency: Currency) -> bool {
+        self.rates.iter().any(|r| r.0 == currency)
     }
 
     /// [`high_value`] under these rules.
