@@ -112,14 +112,14 @@ pub fn judge<'scope>(
                     }
                 }
             });
-            // Judges a batch of arrivals of one time under `rules`, at `caps`.
-            let mut judge_all = |caps: &Caps, batch: &mut Vec<Arrival>, rules: &Prepared| {
+            // Judges a batch of arrivals of one time under the rules version `prepared`, at `caps`.
+            let mut judge_all = |caps: &Caps, batch: &mut Vec<Arrival>, prepared: &Prepared| {
                 let mut verdicts = verdicts_out.session(&caps.0);
                 let mut entries = entries_out.session(&caps.1);
                 for a in batch.drain(..) {
                     judge_one(
                         a,
-                        rules,
+                        prepared,
                         &topic,
                         transactions,
                         &mut tally,
