@@ -133,15 +133,21 @@ impl StepPayloads {
             .map(|(i, id)| (id.as_u128(), i))
             .collect();
         wanted.sort_unstable();
-        let bit = |id: u128| ((id as u64 ^ (id >> 64) as u64) & 4095) as usize;
+        // The filter's word and bit for an id.
+        let slot = |id: u128| {
+            let b = (id as u64 ^ (id >> 64) as u64) & 4095;
+            (b as usize / 64, 1u64 << (b % 64))
+        };
         let mut filter = [0u64; 64];
         for &(id, _) in &wanted {
-            filter[bit(id) / 64] |= 1 << (bit(id) % 64);
+            let (word, bit) = slot(id);
+            filter[word] |= bit;
         }
         let mut found = vec![None; ids.len()];
         for (id, payload) in &self.entries {
             let id = id.as_u128();
-            if filter[bit(id) / 64] & (1 << (bit(id) % 64)) == 0 {
+            let (word, bit) = slot(id);
+            if filter[word] & bit == 0 {
                 continue;
             }
             let from = wanted.partition_point(|w| w.0 < id);
@@ -260,7 +266,8 @@ fn alerts<'scope>(
                         return;
                     };
                     for v in data.drain(..) {
-                        // Sent at that step (the capability's `max` only guards the claim).
+                        // Verdicts are sent at their step, so `at` is the message's time;
+                        // the `max` keeps the capability valid should that ever change.
                         let at = step_up(v.1.event_time as u64);
                         waiting
                             .entry(at)
