@@ -90,6 +90,7 @@ fn run<T, E: std::fmt::Display>(
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
+    let recheck = notified.clone();
     let watcher = notify::recommended_watcher(move |_event| {
         let _ = notified.send(Wake::Changed);
     })
@@ -103,6 +104,9 @@ fn run<T, E: std::fmt::Display>(
             path.display()
         );
     }
+    // A change between the caller's read and the watch's start made no notification: look
+    // once now.
+    let _ = recheck.send(Wake::Changed);
 
     loop {
         match woken.recv_timeout(poll) {
