@@ -1,7 +1,7 @@
 //! The `dataflow` binary as a user runs it (no broker needed: see tests/ for Kafka).
 
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// The binary, run from the workspace root (where the default rules file lives), with a
 /// lakehouse of its own that lives as long as the returned directory.
@@ -103,20 +103,26 @@ fn an_unreachable_broker_is_reported() {
 #[test]
 fn ctrl_c_stops_in_order() {
     let (mut dataflow, _warehouse) = dataflow();
-    let child = dataflow
-        .args(["--progress", "0"])
+    let mut child = dataflow
+        .args(["--progress", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // Once the job runs (its first progress line), not after a fixed wait that a busy machine
+    // could spend starting up.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("dataflow: ") {
+        assert!(stderr.read_line(&mut seen).unwrap() > 0, "{seen}");
+    }
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "exit status {:?}", out.status);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("dataflow: done in"), "{stderr}");
+    stderr.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}: {seen}");
+    assert!(seen.contains("dataflow: done in"), "{seen}");
 }

@@ -92,7 +92,15 @@ fn a_new_threshold_applies_from_one_point_of_the_stream() {
         "version: 3\nrules: {high_value: {threshold_usd: 100}}\n",
     );
     let changed = Instant::now();
-    collect_for(Duration::from_secs(5), &mut seen);
+    // Until the first alert of version 3 (30 s at most), and a second more.
+    let until = changed + Duration::from_secs(30);
+    while !seen.iter().any(|(_, s)| s.version == 3) {
+        match alerts.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(x) => seen.push(x),
+            Err(_) => break,
+        }
+    }
+    collect_for(Duration::from_secs(1), &mut seen);
     child.kill().unwrap();
     let _ = child.wait();
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
@@ -130,7 +138,11 @@ fn a_new_threshold_applies_from_one_point_of_the_stream() {
     // One switch point in event time for every worker: all of version 1 before all of version 3.
     // (Canonical UTC times with six digits sort as text.)
     let last_v1 = v1.iter().map(|s| s.event_time.as_str()).max().unwrap();
-    let first_v3 = v3.iter().map(|s| s.event_time.as_str()).min().unwrap();
+    let first_v3 = v3
+        .iter()
+        .map(|s| s.event_time.as_str())
+        .min()
+        .expect("version 3 in force within 30 s");
     assert!(
         last_v1 < first_v3,
         "version 1 up to {last_v1}, version 3 from {first_v3}"

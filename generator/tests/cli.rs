@@ -123,7 +123,12 @@ fn an_unreachable_broker_is_reported_after_retrying() {
 fn editing_the_config_changes_a_running_generator() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.yaml");
-    std::fs::write(&path, "rate: 200\ninvalid: {share: 0}\n").unwrap();
+    // No bursts: a burst's later transactions, drawn before a reload, stay valid after it.
+    std::fs::write(
+        &path,
+        "rate: 200\ninvalid: {share: 0}\npatterns: {bursts: {share: 0}}\n",
+    )
+    .unwrap();
     let mut child = generator()
         .args([
             "--config",
@@ -146,14 +151,19 @@ fn editing_the_config_changes_a_running_generator() {
     }
 
     // A broken file is refused: the old settings stay.
-    std::fs::write(&path, "rate: 200\ninvalid: {share: nope}\n").unwrap();
+    // Written whole: a reader between a truncation and a write would see an empty file,
+    // which is the default config, not a broken one.
+    write_atomically(&path, "rate: 200\ninvalid: {share: nope}\n");
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         assert!(next_valid(), "a refused file changed the stream");
     }
 
     // A good one takes over within 5 s.
-    write_atomically(&path, "rate: 200\ninvalid: {share: 1}\n");
+    write_atomically(
+        &path,
+        "rate: 200\ninvalid: {share: 1}\npatterns: {bursts: {share: 0}}\n",
+    );
     let changed = Instant::now();
     while next_valid() {
         assert!(

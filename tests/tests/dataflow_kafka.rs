@@ -193,7 +193,9 @@ fn alerts_and_dead_letters_match_the_model_for_any_layout() {
     }
 
     // Two processes of one timely cluster, two workers each.
-    let port = 20_000 + std::process::id() % 20_000;
+    // Ports under Linux's ephemeral range (32768 and up), where no client socket of this
+    // machine (the broker's, say) can hold them.
+    let port = 20_000 + std::process::id() % 12_000;
     let (_hosts_dir, hosts) = temp_file(
         "hosts.txt",
         &format!("127.0.0.1:{port}\n127.0.0.1:{}\n", port + 1),

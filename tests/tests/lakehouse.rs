@@ -307,14 +307,30 @@ fn sigkill_at_twenty_random_moments_changes_no_row() {
 fn a_locked_catalog_delays_commits_and_loses_nothing() {
     let input = input();
     let warehouse = tempfile::tempdir().unwrap();
-    let child = dataflow(warehouse.path(), &["--commit-interval", "1"])
+    let mut child = dataflow(warehouse.path(), &["--commit-interval", "1"])
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Let it start committing, then hold the SQLite catalog's write lock for longer than its
-    // busy timeout.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once it has committed (so its catalog is open), hold the SQLite catalog's write lock for
+    // longer than its busy timeout. A fixed wait could land before the catalog is open, or
+    // after the run, on a machine busier or quieter than expected.
+    let metadata = warehouse.path().join("finance/transactions/metadata");
+    let committed = || {
+        std::fs::read_dir(&metadata).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("snap-"))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !committed() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the dataflow ended before its first commit"
+        );
+        assert!(std::time::Instant::now() < deadline, "no commit in 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut locker = Command::new("python3")
         .args([
             "-c",

@@ -15,7 +15,7 @@ struct Lake {
 }
 
 /// 200 000 generator records through the broker and `dataflow --until-caught-up`, committed
-/// every 2 s of event time (so that there are snapshots to travel to).
+/// every 2 s of event time.
 fn lake() -> &'static Lake {
     static LAKE: OnceLock<Lake> = OnceLock::new();
     LAKE.get_or_init(|| {
@@ -88,6 +88,19 @@ fn embedded_dataflow(warehouse: &Path, count: &str) {
             ])
             .args(["--progress", "0", "-w", "2", "--commit-interval", "2"]),
     );
+}
+
+/// Four embedded runs into `warehouse`, each resuming where the last stopped: the snapshots
+/// of `transactions`, at least four. (A run catching up may cover several commit intervals
+/// with one snapshot, so how many one run makes depends on how busy the machine is; each run
+/// makes at least one.)
+fn resumed_runs(warehouse: &Path) -> Vec<serde_json::Value> {
+    for count in ["10000", "20000", "30000", "40000"] {
+        embedded_dataflow(warehouse, count);
+    }
+    let snaps = query(warehouse, &["snapshots", "--table", "transactions"]).unwrap();
+    assert!(snaps.len() >= 4, "{} snapshots", snaps.len());
+    snaps
 }
 
 fn count(warehouse: &Path, args: &[&str]) -> usize {
@@ -167,24 +180,33 @@ fn reads_and_their_filters_match_the_input() {
 
 #[test]
 fn time_travel_returns_what_each_snapshot_held() {
-    let lake = lake();
-    let wh = lake.warehouse.path();
-    let snaps = query(wh, &["snapshots", "--table", "transactions"]).unwrap();
+    let warehouse = tempfile::tempdir().unwrap();
+    let wh = warehouse.path();
+    let snaps = resumed_runs(wh);
+    let totals: Vec<usize> = snaps
+        .iter()
+        .map(|s| {
+            let summary: serde_json::Value =
+                serde_json::from_str(s["summary"].as_str().unwrap()).unwrap();
+            summary["total-records"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
     assert!(
-        snaps.len() > 3,
-        "commits every 2 s of event time: {} snapshots",
-        snaps.len()
+        totals.windows(2).all(|w| w[0] < w[1]),
+        "each snapshot adds rows: {totals:?}"
     );
-    for s in [&snaps[1], &snaps[snaps.len() / 2]] {
-        let summary: serde_json::Value =
-            serde_json::from_str(s["summary"].as_str().unwrap()).unwrap();
-        let total: usize = summary["total-records"].as_str().unwrap().parse().unwrap();
+    for i in [0, snaps.len() / 2, snaps.len() - 1] {
+        let s = &snaps[i];
         let id = s["snapshot_id"].to_string();
-        assert_eq!(count(wh, &["--snapshot-id", &id]), total, "snapshot {id}");
+        assert_eq!(
+            count(wh, &["--snapshot-id", &id]),
+            totals[i],
+            "snapshot {id}"
+        );
         // As of the snapshot's commit time: the table then (a later snapshot may share the
         // millisecond, so at least as many rows).
         let at = s["committed_at"].as_str().unwrap();
-        assert!(count(wh, &["--as-of-timestamp", at]) >= total);
+        assert!(count(wh, &["--as-of-timestamp", at]) >= totals[i]);
     }
     let err = query(wh, &["--as-of-timestamp", "2001-01-01T00:00:00Z"]).unwrap_err();
     assert!(err.contains("no snapshot at or before"), "{err}");
@@ -242,14 +264,7 @@ fn add_column_keeps_old_rows_and_the_pipeline_writing() {
 fn expire_snapshots_keeps_the_current_rows_and_drops_old_snapshots() {
     let warehouse = tempfile::tempdir().unwrap();
     let wh = warehouse.path();
-    // Four runs, each resuming where the last stopped, make at least four snapshots (a run
-    // catching up may cover several commit intervals with one snapshot, so one run's count
-    // depends on how busy the machine is).
-    for count in ["10000", "20000", "30000", "40000"] {
-        embedded_dataflow(wh, count);
-    }
-    let snaps = query(wh, &["snapshots", "--table", "transactions"]).unwrap();
-    assert!(snaps.len() >= 4, "{} snapshots", snaps.len());
+    let snaps = resumed_runs(wh);
     let oldest = snaps[0]["snapshot_id"].to_string();
     let rows = count(wh, &[]);
     // The manifest lists (one per snapshot) on disk.
