@@ -8,12 +8,15 @@
 #   3. through the local broker: the same records in a 4-partition topic, read by Kafka's own
 #      consumer-perf-test (org.apache.kafka.tools.ConsumerPerformance), by the dataflow's own
 #      Kafka reader alone on 2 threads (the `consume` bench binary: rdkafka, nothing else), and
-#      by `dataflow --until-caught-up` with 1 and 2 workers, in the same round.
-# Usage: scripts/bench-dataflow.sh [RECORDS] [ROUNDS]      (defaults: 2000000 3)
+#      by `dataflow --until-caught-up` with 1 and 2 workers, in the same round, each dataflow
+#      run between two raw runs.
+# Usage: scripts/bench-dataflow.sh [RECORDS] [ROUNDS] [kafka]   (defaults: 2000000 3; `kafka`
+# runs part 3 alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-2000000}"
 ROUNDS="${2:-3}"
+ONLY="${3:-}"
 BROKERS="${KAFKA_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
 BIN="${CARGO_TARGET_DIR:-target}/release"
 OUT="$(mktemp -d)"
@@ -29,28 +32,31 @@ dense=("${base[@]}" --generator-config scripts/bench/dense.yaml)
 sed 's/rapid_activity: {enabled: true/rapid_activity: {enabled: false/' \
   config/alerting-rules.yaml >"$OUT/no-rapid.yaml"
 
-printf '%-6s %-44s %12s\n' round what records/s
-for r in $(seq 1 "$ROUNDS"); do
-  for w in 1 2; do
-    rate=$("$BIN/dataflow" "${dense[@]}" --count "$N" -w "$w" 2>&1 | read_rate)
-    printf '%-6s %-44s %12s\n' "$r" "embedded, $w worker(s)" "$rate"
+if [[ "$ONLY" != kafka ]]; then
+  printf '%-6s %-44s %12s\n' round what records/s
+  for r in $(seq 1 "$ROUNDS"); do
+    for w in 1 2; do
+      rate=$("$BIN/dataflow" "${dense[@]}" --count "$N" -w "$w" 2>&1 | read_rate)
+      printf '%-6s %-44s %12s\n' "$r" "embedded, $w worker(s)" "$rate"
+    done
+    rate=$("$BIN/dataflow" "${dense[@]}" --count "$N" -w 2 --rules "$OUT/no-rapid.yaml" 2>&1 | read_rate)
+    printf '%-6s %-44s %12s\n' "$r" "embedded, 2 workers, rapid_activity disabled" "$rate"
+    rate=$("$BIN/dataflow" "${base[@]}" --count "$N" -w 2 --generator-config config/generator.yaml 2>&1 | read_rate)
+    printf '%-6s %-44s %12s\n' "$r" "embedded, 2 workers, default generator config" "$rate"
   done
-  rate=$("$BIN/dataflow" "${dense[@]}" --count "$N" -w 2 --rules "$OUT/no-rapid.yaml" 2>&1 | read_rate)
-  printf '%-6s %-44s %12s\n' "$r" "embedded, 2 workers, rapid_activity disabled" "$rate"
-  rate=$("$BIN/dataflow" "${base[@]}" --count "$N" -w 2 --generator-config config/generator.yaml 2>&1 | read_rate)
-  printf '%-6s %-44s %12s\n' "$r" "embedded, 2 workers, default generator config" "$rate"
-done
 
-echo
-printf '%-6s %-44s %12s\n' round "1 M active accounts, 3 M records, 2 workers" "peak RSS"
-for r in $(seq 1 "$ROUNDS"); do
-  /usr/bin/time -f '%M' -o "$OUT/rss" "$BIN/dataflow" --rate 0 --count 3000000 --until-caught-up \
-    --quiet --progress 0 -w 2 --no-lakehouse --generator-config scripts/bench/active-1m.yaml \
-    >/dev/null 2>&1
-  printf '%-6s %-44s %9s MB\n' "$r" "" "$(($(cat "$OUT/rss") / 1024))"
-done
+  echo
+  printf '%-6s %-44s %12s\n' round "1 M active accounts, 3 M records, 2 workers" "peak RSS"
+  for r in $(seq 1 "$ROUNDS"); do
+    /usr/bin/time -f '%M' -o "$OUT/rss" "$BIN/dataflow" --rate 0 --count 3000000 --until-caught-up \
+      --quiet --progress 0 -w 2 --no-lakehouse --generator-config scripts/bench/active-1m.yaml \
+      >/dev/null 2>&1
+    printf '%-6s %-44s %9s MB\n' "$r" "" "$(($(cat "$OUT/rss") / 1024))"
+  done
 
-echo
+  echo
+fi
+
 [[ -n "${KAFKA_BROKERS:-}" ]] || scripts/kafka.sh start >&2
 topic="bench-dataflow-$$"
 # The topics go when the script does: a few hundred MB a million records.
@@ -61,18 +67,31 @@ scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$B
 "$BIN/generator" --seed 1 --count "$N" --rate 0 --progress 0 --config scripts/bench/dense.yaml \
   --brokers "$BROKERS" --topic "$topic" 2>"$OUT/generator.log" || { cat "$OUT/generator.log" >&2; exit 1; }
 printf '%-6s %-44s %12s\n' round "$N records from a 4-partition topic" records/s
-for r in $(seq 1 "$ROUNDS"); do
+# The raw rate moves by a fifth from one run to the next on a shared machine, so each dataflow
+# run is bracketed by two raw runs and compared with their mean: raw, 2 workers, raw, 1 worker,
+# raw.
+raw_rate() {
   # The perf tool prints a CSV line whose sixth field is nMsg.sec.
-  raw=$(scripts/kafka.sh tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BROKERS" \
-    --topic "$topic" --messages "$N" --group "bench-$$-$r" 2>/dev/null | tail -n 1 | cut -d, -f6 | tr -d ' ')
-  printf '%-6s %-44s %12.0f\n' "$r" "raw consume (ConsumerPerformance)" "$raw"
+  scripts/kafka.sh tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BROKERS" \
+    --topic "$topic" --messages "$N" --group "bench-$$-$RANDOM$RANDOM" 2>/dev/null |
+    tail -n 1 | cut -d, -f6 | tr -d ' '
+}
+dataflow_rate() {
+  "$BIN/dataflow" --brokers "$BROKERS" --input-topic "$topic" --until-caught-up --quiet \
+    --progress 0 --no-lakehouse -w "$1" --alerts-topic "$topic-alerts" \
+    --dead-letter-topic "$topic-dead" 2>&1 | read_rate
+}
+for r in $(seq 1 "$ROUNDS"); do
   reader=$(KAFKA_BROKERS="$BROKERS" "$BIN/consume" "$topic" 2 2>/dev/null | cut -d' ' -f4)
   printf '%-6s %-44s %12s\n' "$r" "the dataflow's Kafka reader alone, 2 threads" "$reader"
-  for w in 1 2; do
-    rate=$("$BIN/dataflow" --brokers "$BROKERS" --input-topic "$topic" --until-caught-up --quiet \
-      --progress 0 --no-lakehouse -w "$w" --alerts-topic "$topic-alerts" \
-      --dead-letter-topic "$topic-dead" 2>&1 | read_rate)
-    printf '%-6s %-44s %12s  (%.2f of raw)\n' "$r" "dataflow, $w worker(s)" "$rate" \
-      "$(python3 -c "print($rate / $raw)")"
+  before=$(raw_rate)
+  printf '%-6s %-44s %12.0f\n' "$r" "raw consume (ConsumerPerformance)" "$before"
+  for w in 2 1; do
+    rate=$(dataflow_rate "$w")
+    after=$(raw_rate)
+    printf '%-6s %-44s %12s  (%.2f of the raw runs around it)\n' "$r" "dataflow, $w worker(s)" \
+      "$rate" "$(python3 -c "print(2 * $rate / ($before + $after))")"
+    printf '%-6s %-44s %12.0f\n' "$r" "raw consume (ConsumerPerformance)" "$after"
+    before=$after
   done
 done
