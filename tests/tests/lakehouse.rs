@@ -260,6 +260,15 @@ fn every_record_lands_once_with_its_values_and_other_engines_read_the_same() {
     }
 }
 
+/// How many snapshots the warehouse's `transactions` table has (its manifest lists).
+fn snapshots(warehouse: &Path) -> usize {
+    std::fs::read_dir(warehouse.join("finance/transactions/metadata")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("snap-"))
+            .count()
+    })
+}
+
 /// The columns two runs over the same input may differ in: wall-clock times.
 const WALL_CLOCK: &[&str] = &["ingested_at", "detected_at", "received_at"];
 
@@ -271,17 +280,42 @@ fn sigkill_at_twenty_random_moments_changes_no_row() {
     let crashed = tempfile::tempdir().unwrap();
     let seed = std::process::id() as u64;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    // Half the kills come at a random moment of the run, half at a random moment after the
+    // run's first commit: so some always land between commits, however slow the start.
+    let mut between_commits = 0;
     for kill in 0..20 {
+        let before = snapshots(crashed.path());
         let mut child = dataflow(crashed.path(), &["--commit-interval", "2"])
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let after = Duration::from_millis(rng.random_range(50..3000));
+        if kill % 2 == 1 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while snapshots(crashed.path()) == before
+                && child.try_wait().unwrap().is_none()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let after = Duration::from_millis(if kill % 2 == 1 {
+            rng.random_range(0..1500)
+        } else {
+            rng.random_range(50..3000)
+        });
         std::thread::sleep(after);
+        let ended = child.try_wait().unwrap().is_some();
         let _ = child.kill();
         let status = child.wait().unwrap();
+        if !ended && snapshots(crashed.path()) > before {
+            between_commits += 1;
+        }
         eprintln!("kill {kill} after {after:?} (seed {seed}): {status}");
     }
+    assert!(
+        between_commits > 0,
+        "no run was killed after committing (seed {seed})"
+    );
     run_to_the_end(crashed.path(), &["--commit-interval", "2"]);
 
     let (a, b) = (read_tables(clean.path()), read_tables(crashed.path()));
@@ -315,15 +349,8 @@ fn a_locked_catalog_delays_commits_and_loses_nothing() {
     // Once it has committed (so its catalog is open), hold the SQLite catalog's write lock for
     // longer than its busy timeout. A fixed wait could land before the catalog is open, or
     // after the run, on a machine busier or quieter than expected.
-    let metadata = warehouse.path().join("finance/transactions/metadata");
-    let committed = || {
-        std::fs::read_dir(&metadata).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("snap-"))
-        })
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !committed() {
+    while snapshots(warehouse.path()) == 0 {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the dataflow ended before its first commit"
