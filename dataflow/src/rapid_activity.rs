@@ -348,10 +348,10 @@ fn insertions<'scope>(
                     break;
                 }
                 let (cap, mut updates) = step.remove();
-                output.session(&cap).give_container(&mut updates);
-                // What the session hands back: an emptied buffer of an earlier message, if any.
+                // Copied out, not handed over: the exchange to the accounts' workers would
+                // keep the buffer, and the next step's would be mapped and zeroed afresh.
+                output.session(&cap).give_iterator(updates.drain(..));
                 if updates.capacity() > spare.as_ref().map_or(0, Vec::capacity) {
-                    updates.clear();
                     spare = Some(updates);
                 }
             }
