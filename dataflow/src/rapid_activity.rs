@@ -63,7 +63,8 @@ fn step_up(micros: u64) -> u64 {
 
 /// What the arrangement keeps of a transaction: what counting needs, ordered as the contract
 /// orders an account's transactions, by event time, then transaction id. Aligned to 4 bytes,
-/// an update of the arrangement is 48 bytes, not 56: a seventh less to exchange, sort and build batches of.
+/// an update of the arrangement is 48 bytes, not 56: a seventh less to exchange, sort and
+/// build batches of.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
