@@ -27,7 +27,7 @@ use crate::emit::Emitter;
 use crate::judge::{judge, Verdict};
 use crate::lakehouse::{self, Lakehouse};
 use crate::metrics::Metrics;
-use crate::rapid_activity::rapid_activity;
+use crate::rapid_activity::{rapid_activity, ParamsTimeline};
 use crate::rules_feed::{rules_feed, RulesVersion};
 use crate::source::{source, Backlog, Partition as InputPartition, SourceConfig};
 
@@ -83,9 +83,12 @@ pub fn build<'scope>(
     )
     .broadcast();
     let transactions = settings.lakehouse.is_some() || emitter.borrow().wants_transactions();
+    // The rapid_activity parameters of each rules version, as this worker's judge reads them.
+    let params = ParamsTimeline::default();
     let (verdicts, windows) = judge(
         arrivals,
         versions,
+        params.clone(),
         Rc::from(settings.topic.as_str()),
         transactions,
         metrics.clone(),
@@ -98,7 +101,7 @@ pub fn build<'scope>(
         .and_then(|l| l.seeds.lock().expect("not poisoned").take())
         .unwrap_or_default();
     let windows = windows.concat(lakehouse::seeds(scope, seeds).map(|(k, w)| (k, w, None)));
-    let windowed_alerts = rapid_activity(windows, metrics).map(Verdict::Alert);
+    let windowed_alerts = rapid_activity(windows, params, metrics).map(Verdict::Alert);
 
     // Everything that leaves the dataflow, on each worker.
     let written = lakehouse::outputs(

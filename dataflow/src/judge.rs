@@ -21,7 +21,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use crate::metrics::{Metrics, Tally};
-use crate::rapid_activity::{Entry, Windowed};
+use crate::rapid_activity::{Entry, ParamsTimeline, WindowParams, Windowed};
 use crate::rules::{self, Prepared};
 use crate::rules_feed::RulesVersion;
 use crate::source::{Arrival, Key};
@@ -62,10 +62,12 @@ pub enum Verdict {
 /// transactions, nor when the rule is disabled): a few bytes, where the whole transaction would
 /// be copied for a second consumer. Both at the arrival's time. Valid transactions are verdicts
 /// only when `transactions` says something downstream keeps them (the lakehouse, an emitter);
-/// they are counted either way.
+/// they are counted either way. Each version's rapid_activity parameters are recorded in
+/// `params` as it is read, for the worker's rapid_activity operators.
 pub fn judge<'scope>(
     arrivals: Stream<'scope, u64, Vec<Arrival>>,
     rules: Stream<'scope, u64, Vec<RulesVersion>>,
+    params: ParamsTimeline,
     topic: Rc<str>,
     transactions: bool,
     metrics: Arc<Metrics>,
@@ -102,6 +104,7 @@ pub fn judge<'scope>(
                 for v in data.drain(..) {
                     match Rules::from_yaml(&v.text, std::path::Path::new(&v.origin)) {
                         Ok(r) => {
+                            params.insert(t, WindowParams::of(&r.rules.rapid_activity));
                             timeline.insert(t, Arc::new(Prepared::new(r)));
                         }
                         // The feed validated it already; a different parse here is a bug.

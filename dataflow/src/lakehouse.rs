@@ -429,12 +429,8 @@ pub fn commit<'scope>(
 
 /// The window entries a resumed run starts with: the committed, on-time transactions of the
 /// last window before the boundary, read back from the transactions table. They count in
-/// later transactions' windows (of `window_seconds`) and are never judged again (`min_count`
-/// no count reaches).
-pub fn window_seeds(
-    batches: &[RecordBatch],
-    window_seconds: u32,
-) -> anyhow::Result<Vec<(u32, Windowed)>> {
+/// later transactions' windows and raise no alert again (no worker holds their payloads).
+pub fn window_seeds(batches: &[RecordBatch]) -> anyhow::Result<Vec<(u32, Windowed)>> {
     let mut seeds = Vec::new();
     for b in batches {
         let col = |name: &str| {
@@ -463,8 +459,6 @@ pub fn window_seeds(
                 Windowed {
                     event_time: times.value(i),
                     transaction_id: id,
-                    window_seconds,
-                    min_count: u32::MAX,
                 },
             ));
         }

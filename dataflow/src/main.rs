@@ -486,7 +486,7 @@ fn open_lakehouse(
                     .greater_than(Datum::timestamptz_micros(since))
                     .and(Reference::new("late").equal_to(Datum::bool(false)));
                 let batches = sink::read::scan(&tables[0], None, Some(filter)).await?;
-                let seeds = dataflow::lakehouse::window_seeds(&batches, r.window_seconds)?;
+                let seeds = dataflow::lakehouse::window_seeds(&batches)?;
                 tracing::info!(
                     "resuming {topic} from commit {} (boundary {}), with {} transactions of its last window",
                     recorded.as_ref().map_or(0, |r| r.seq),

@@ -27,7 +27,6 @@ use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::cursor_list;
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::{Cursor, Navigable, TraceReader};
-use model::time::MICROS_PER_SECOND;
 use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule, Severity};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -47,8 +46,10 @@ use uuid::Uuid;
 use crate::judge::Valid;
 use crate::metrics::Metrics;
 use batcher::StepBatcher;
+pub use params::{ParamsTimeline, WindowParams};
 
 mod batcher;
+mod params;
 
 /// The arrangement's own time step (µs): entries enter at their event time rounded *up* to a
 /// step, so that differential works through a second of event time at once rather than a
@@ -62,9 +63,9 @@ fn step_up(micros: u64) -> u64 {
 }
 
 /// What the arrangement keeps of a transaction: what counting needs, ordered as the contract
-/// orders an account's transactions, by event time, then transaction id. Aligned to 4 bytes,
-/// an update of the arrangement is 48 bytes, not 56: a seventh less to exchange, sort and
-/// build batches of.
+/// orders an account's transactions, by event time, then transaction id. The window and count
+/// to reach are looked up by event time ([`params`]). Aligned to 4 bytes, an update of the
+/// arrangement is 40 bytes, not 48: less to exchange, sort and build batches of.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -72,8 +73,6 @@ fn step_up(micros: u64) -> u64 {
 pub struct Windowed {
     pub event_time: i64,
     pub transaction_id: Uuid,
-    pub window_seconds: u32,
-    pub min_count: u32,
 }
 
 /// What an alert needs besides [`Windowed`].
@@ -94,8 +93,8 @@ pub type Entry = (u32, Windowed, Option<Payload>);
 type Update = ((u32, Windowed), u64, i32);
 
 /// A transaction that brought its account's window to its `min_count`, with the window's ids,
-/// oldest first: (account, entry, ids), sent at the transaction's step.
-type WindowVerdict = (u32, Windowed, Vec<Uuid>);
+/// oldest first: (account, entry, the window and count, ids), sent at the transaction's step.
+type WindowVerdict = (u32, Windowed, WindowParams, Vec<Uuid>);
 
 /// Payloads by verdict time, then transaction id, of the transactions one worker read: written
 /// before the arrangement, read and dropped after it.
@@ -216,8 +215,6 @@ impl Windowed {
             Windowed {
                 event_time: t.event_time.as_micros(),
                 transaction_id: t.transaction_id,
-                window_seconds: params.window_seconds,
-                min_count: params.min_count,
             },
             Payload {
                 amount: t.amount,
@@ -229,9 +226,11 @@ impl Windowed {
     }
 }
 
-/// Alerts of the rapid_activity rule from the window entries of valid transactions.
+/// Alerts of the rapid_activity rule from the window entries of valid transactions; `params`
+/// is filled by the worker's judge.
 pub fn rapid_activity<'scope>(
     entries: Stream<'scope, u64, Vec<Entry>>,
+    params: ParamsTimeline,
     metrics: Arc<Metrics>,
 ) -> Stream<'scope, u64, Vec<Alert>> {
     let scope = entries.scope();
@@ -244,8 +243,8 @@ pub fn rapid_activity<'scope>(
         .concat(retired)
         .as_collection()
         .arrange_named("Windows", StepBatcher::new);
-    retire(&windows, entered).connect_loop(leaving);
-    alerts(counts(windows), payloads, metrics)
+    retire(&windows, entered, params.clone()).connect_loop(leaving);
+    alerts(counts(windows, params), payloads, metrics)
 }
 
 /// The alerts of the verdicts (a few in ten thousand transactions), sent to every worker: the
@@ -288,11 +287,11 @@ fn alerts<'scope>(
                     let ids: Vec<Uuid> = verdicts.iter().map(|v| v.1.transaction_id).collect();
                     let found = payloads.find(at, &ids);
                     let mut session = output.session(&cap);
-                    for ((account, w, ids), p) in verdicts.into_iter().zip(found) {
-                        // None: another worker's transaction.
+                    for ((account, w, params, ids), p) in verdicts.into_iter().zip(found) {
+                        // None: another worker's transaction, or a resumed run's seed.
                         if let Some(p) = p {
                             metrics.alert(Rule::RapidActivity);
-                            session.give(to_alert(account, &w, &p, ids));
+                            session.give(to_alert(account, &w, params, &p, ids));
                         }
                     }
                 }
@@ -360,11 +359,11 @@ fn insertions<'scope>(
     })
 }
 
-/// When an entry leaves its account's window: a step after the window's end, rounded up, so
-/// that every transaction whose window still reaches back to it is judged while it is there.
-fn leaves(w: &Windowed) -> u64 {
-    let window = u64::from(w.window_seconds) * MICROS_PER_SECOND as u64;
-    step_up(w.event_time as u64 + window) + STEP
+/// When an entry leaves its account's window (of `params`): a step after the window's end,
+/// rounded up, so that every transaction whose window still reaches back to it is judged
+/// while it is there.
+fn leaves(w: &Windowed, params: WindowParams) -> u64 {
+    step_up(w.event_time as u64 + params.window_micros() as u64) + STEP
 }
 
 /// The retractions of entries whose window has passed, made from the arrangement itself: for
@@ -376,6 +375,7 @@ fn leaves(w: &Windowed) -> u64 {
 fn retire<'scope>(
     windows: &Windows<'scope>,
     entered: ProbeHandle<u64>,
+    params: ParamsTimeline,
 ) -> Stream<'scope, u64, Vec<Update>> {
     let mut trace = windows.trace.clone();
     windows
@@ -390,6 +390,7 @@ fn retire<'scope>(
             let mut held: Option<Capability<u64>> = None;
             let mut upper = Antichain::from_elem(0u64);
             move |(input, frontier), output| {
+                let timeline = params.borrow();
                 input.for_each(|stamp, spans| {
                     let Some(cap) = stamp.retain_least(0) else {
                         return;
@@ -403,7 +404,7 @@ fn retire<'scope>(
                                 let mut inserted = false;
                                 cursor.map_times(&batch, |_, &d| inserted |= d > 0);
                                 if inserted {
-                                    let due = leaves(w);
+                                    let due = leaves(w, timeline.at(w.event_time));
                                     leaving
                                         .entry(due)
                                         .or_insert_with(|| std::mem::take(&mut spare))
@@ -445,7 +446,7 @@ fn retire<'scope>(
                             continue;
                         }
                         while let Some(w) = cursor.get_val(&storage) {
-                            if leaves(w) == due {
+                            if leaves(w, timeline.at(w.event_time)) == due {
                                 let mut count = 0;
                                 cursor.map_times(&storage, |_, &d| count += d);
                                 if count > 0 {
@@ -468,6 +469,10 @@ fn retire<'scope>(
                 }
                 trace.set_logical_compaction(upper.borrow());
                 trace.set_physical_compaction(upper.borrow());
+                drop(timeline);
+                if let Some(&least) = frontier.frontier().iter().min() {
+                    params.forget_before(least, STEP);
+                }
             }
         })
 }
@@ -479,7 +484,10 @@ type Windows<'scope> = Arranged<'scope, TraceAgent<ValSpine<u32, Windowed, u64, 
 /// time. Each batch the arrangement seals is read against the arrangement's history
 /// before it, key by key; then the arrangement may forget the distinctions between times before
 /// the batch's end, which no later verdict needs.
-fn counts<'scope>(windows: Windows<'scope>) -> Stream<'scope, u64, Vec<WindowVerdict>> {
+fn counts<'scope>(
+    windows: Windows<'scope>,
+    params: ParamsTimeline,
+) -> Stream<'scope, u64, Vec<WindowVerdict>> {
     let mut trace = windows.trace.clone();
     windows
         .stream
@@ -503,6 +511,9 @@ fn counts<'scope>(windows: Windows<'scope>) -> Stream<'scope, u64, Vec<WindowVer
                     }
                 });
                 if !batches.is_empty() {
+                    let timeline = params.borrow();
+                    // No entry has a count to reach under this.
+                    let fewest = timeline.fewest();
                     let (mut new, new_storage) = cursor_list(batches);
                     let before = trace
                         .batches_through(lower.borrow())
@@ -514,13 +525,10 @@ fn counts<'scope>(windows: Windows<'scope>) -> Stream<'scope, u64, Vec<WindowVer
                         new.step_key(&new_storage);
                         // Most accounts cannot reach any count to reach: the filter tells, and
                         // their history is not read.
-                        let (mut entered, mut net, mut fewest) = (0, 0, u32::MAX);
+                        let (mut entered, mut net) = (0, 0);
                         for c in &history {
                             net += c.diff;
-                            if c.diff > 0 {
-                                entered += c.diff;
-                                fewest = fewest.min(c.entry.min_count);
-                            }
+                            entered += c.diff.max(0);
                         }
                         let most = live.add(account, net, entered);
                         if most < fewest {
@@ -531,8 +539,10 @@ fn counts<'scope>(windows: Windows<'scope>) -> Stream<'scope, u64, Vec<WindowVer
                             read_key(&mut old, &old_storage, false, &mut history);
                         }
                         history.sort_unstable_by_key(|c: &Change| (c.entry, c.time));
-                        judge_window(&history, |at, w, ids| {
-                            output.session(&caps.delayed(&at)).give((account, w, ids));
+                        judge_window(&history, &timeline, |at, w, params, ids| {
+                            output
+                                .session(&caps.delayed(&at))
+                                .give((account, w, params, ids));
                         });
                     }
                 }
@@ -633,24 +643,28 @@ where
 
 /// Judges the transactions one account gained in the batches being read: `history` is every
 /// change of the account's window the arrangement holds through them, sorted by entry and time.
-/// `verdict(time, entry, ids)` is called for each transaction whose count at its own time is its
-/// `min_count`, with the ids of its window, oldest first.
-fn judge_window(history: &[Change], mut verdict: impl FnMut(u64, Windowed, Vec<Uuid>)) {
+/// `verdict(time, entry, params, ids)` is called for each transaction whose count at its own
+/// time is its `min_count` (of `timeline`), with the ids of its window, oldest first.
+fn judge_window(
+    history: &[Change],
+    timeline: &params::Timeline,
+    mut verdict: impl FnMut(u64, Windowed, WindowParams, Vec<Uuid>),
+) {
     // Most accounts hold fewer transactions than any count to reach.
-    let fewest = history.iter().map(|c| c.entry.min_count).min().unwrap_or(1);
-    if (history.len() as u32) < fewest {
+    if (history.len() as u32) < timeline.fewest() {
         return;
     }
     for (i, c) in history.iter().enumerate() {
         let (w, at) = (c.entry, c.time);
         // A transaction entering the window (at its own time): a verdict to make (a resumed
-        // run's seeds too, whose `min_count` no count reaches).
+        // run's seeds too, whose alerts no worker holds a payload for).
         if !c.fresh || c.diff <= 0 || at != step_up(w.event_time as u64) {
             continue;
         }
         // The transactions of w's window as of `at`, up to w, oldest first: a transaction is
         // there if its changes up to `at` add up to more than nothing.
-        let since = w.event_time - i64::from(w.window_seconds) * MICROS_PER_SECOND;
+        let params = timeline.at(w.event_time);
+        let since = w.event_time - params.window_micros();
         let mut j = history[..i].partition_point(|x| x.entry.event_time <= since);
         let mut ids = Vec::new();
         while j <= i {
@@ -666,13 +680,19 @@ fn judge_window(history: &[Change], mut verdict: impl FnMut(u64, Windowed, Vec<U
                 ids.push(x.transaction_id);
             }
         }
-        if ids.len() as u32 == w.min_count {
-            verdict(at, w, ids);
+        if ids.len() as u32 == params.min_count {
+            verdict(at, w, params, ids);
         }
     }
 }
 
-fn to_alert(account: u32, w: &Windowed, p: &Payload, ids: Vec<Uuid>) -> Alert {
+fn to_alert(
+    account: u32,
+    w: &Windowed,
+    params: WindowParams,
+    p: &Payload,
+    ids: Vec<Uuid>,
+) -> Alert {
     Alert {
         alert_id: Alert::id_for(Rule::RapidActivity, w.transaction_id),
         rule: Rule::RapidActivity,
@@ -685,8 +705,8 @@ fn to_alert(account: u32, w: &Windowed, p: &Payload, ids: Vec<Uuid>) -> Alert {
         event_time: EventTime::from_micros(w.event_time),
         detected_at: EventTime::now(),
         details: Details::RapidActivity {
-            window_seconds: w.window_seconds,
-            count: w.min_count,
+            window_seconds: params.window_seconds,
+            count: params.min_count,
             transaction_ids: ids,
         },
     }

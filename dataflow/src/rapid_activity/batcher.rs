@@ -164,8 +164,6 @@ mod tests {
         let w = Windowed {
             event_time: at,
             transaction_id: Uuid::from_u128(u128::from(id)),
-            window_seconds: 60,
-            min_count: 5,
         };
         ((account, w), time, diff)
     }
