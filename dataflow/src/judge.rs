@@ -26,16 +26,6 @@ use crate::rules::{self, Prepared};
 use crate::rules_feed::RulesVersion;
 use crate::source::{Arrival, Key};
 
-/// The parameters of `rapid_activity` in force for a transaction, when the rule is enabled.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub struct RapidParams {
-    pub min_count: u32,
-    pub window_seconds: u32,
-    pub severity: Severity,
-}
-
 /// A valid transaction, where it was read, and the rules it was judged under.
 #[derive(Clone, Debug)]
 pub struct Valid {
@@ -44,8 +34,9 @@ pub struct Valid {
     pub offset: i64,
     pub late: bool,
     pub rules_version: u64,
-    /// `None` when rapid_activity is disabled for this transaction.
-    pub rapid: Option<RapidParams>,
+    /// The severity of rapid_activity, `None` when the rule is disabled for this transaction
+    /// (its window and count are looked up by event time: [`crate::rapid_activity::params`]).
+    pub rapid: Option<Severity>,
 }
 
 /// What judging a record yields.
@@ -256,11 +247,7 @@ fn judge_one(
                 offset: raw.offset,
                 late: a.late,
                 rules_version: rules.version,
-                rapid: r.enabled.then_some(RapidParams {
-                    min_count: r.min_count,
-                    window_seconds: r.window_seconds,
-                    severity: r.severity,
-                }),
+                rapid: r.enabled.then_some(r.severity),
             };
             if let Some((account, w, p)) = Windowed::entry(&valid) {
                 window((account, w, Some(p)));

@@ -49,7 +49,7 @@ use batcher::StepBatcher;
 pub use params::{ParamsTimeline, WindowParams};
 
 mod batcher;
-mod params;
+pub mod params;
 
 /// The arrangement's own time step (µs): entries enter at their event time rounded *up* to a
 /// step, so that differential works through a second of event time at once rather than a
@@ -208,7 +208,7 @@ impl Windowed {
     /// The window entry of a valid transaction and its alert's payload, keyed by account
     /// number; `None` for a late transaction or when the rule is disabled.
     pub fn entry(v: &Valid) -> Option<(u32, Windowed, Payload)> {
-        let params = v.rapid.filter(|_| !v.late)?;
+        let severity = v.rapid.filter(|_| !v.late)?;
         let t = &v.txn;
         Some((
             t.account_id.number(),
@@ -220,7 +220,7 @@ impl Windowed {
                 amount: t.amount,
                 currency: t.currency,
                 rules_version: v.rules_version,
-                severity: params.severity,
+                severity,
             },
         ))
     }
