@@ -17,7 +17,8 @@
 //! are judged: a transaction leaving the window is no verdict, and most accounts hold fewer
 //! transactions than any `min_count`, which one look at the arrangement tells.
 //!
-//! The arrangement holds only what counting needs (32 bytes a transaction). What an alert needs
+//! The arrangement holds only what counting needs (24 bytes a transaction; the window and count
+//! to reach are looked up by event time, [`params`]). What an alert needs
 //! besides (amount, currency, rules version, severity) waits on the worker that read the
 //! transaction, only until its verdict is made (the allowed lateness, not the window); the few
 //! verdicts go to every worker, and the one holding the payload raises the alert.
