@@ -23,10 +23,11 @@
 //! transaction, only until its verdict is made (the allowed lateness, not the window); the few
 //! verdicts go to every worker, and the one holding the payload raises the alert.
 
-use differential_dataflow::collection::AsCollection;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::cursor_list;
-use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::KeySpine;
 use differential_dataflow::trace::{Cursor, Navigable, TraceReader};
 use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule, Severity};
 use std::cell::RefCell;
@@ -34,7 +35,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::Concat;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -89,9 +90,12 @@ pub struct Payload {
 /// a resumed run's seeds, which are never judged again.
 pub type Entry = (u32, Windowed, Option<Payload>);
 
-/// An update of an account's window collection: ((account, entry), time, diff). Diffs are
-/// only ever 1 or -1: an `i32` saves the arrangement 4 bytes an update.
-type Update = ((u32, Windowed), u64, i32);
+/// An update of the windows' collection: (((account, entry), ()), time, diff). The arrangement
+/// is keyed by (account, entry), with no value: an account's entries are a run of its keys, and
+/// a batch has one layer of offsets (keys to updates) where keying by account and keeping
+/// entries as values took two; most keys have one update. Diffs are only ever 1 or -1: an
+/// `i32` saves the arrangement 4 bytes an update.
+type Update = (((u32, Windowed), ()), u64, i32);
 
 /// A transaction that brought its account's window to its `min_count`, with the window's ids,
 /// oldest first: (account, entry, the window and count, ids), sent at the transaction's step.
@@ -206,6 +210,12 @@ impl PayloadsByStep {
 }
 
 impl Windowed {
+    /// Less than every entry: `(account, Windowed::FIRST)` seeks an account's first key.
+    const FIRST: Windowed = Windowed {
+        event_time: i64::MIN,
+        transaction_id: Uuid::nil(),
+    };
+
     /// The window entry of a valid transaction and its alert's payload, keyed by account
     /// number; `None` for a late transaction or when the rule is disabled.
     pub fn entry(v: &Valid) -> Option<(u32, Windowed, Payload)> {
@@ -241,9 +251,15 @@ pub fn rapid_activity<'scope>(
     let (leaving, retired) = scope.feedback::<Vec<Update>>(1);
     let windows = insertions(entries, payloads.clone())
         .probe_with(&entered)
-        .concat(retired)
-        .as_collection()
-        .arrange_named("Windows", StepBatcher::new);
+        .concat(retired);
+    // Exchanged by account alone: an account's window is on one worker.
+    let by_account = Exchange::new(|u: &Update| u.0 .0 .0.hashed());
+    let windows = arrange_core::<_, _, StepBatcher, WindowSpine>(
+        windows,
+        by_account,
+        "Windows",
+        StepBatcher::new,
+    );
     retire(&windows, entered, params.clone()).connect_loop(leaving);
     alerts(counts(windows, params), payloads, metrics)
 }
@@ -339,7 +355,7 @@ fn insertions<'scope>(
                     if let Some(p) = payload {
                         waiting.push(w.transaction_id, p);
                     }
-                    updates.push(((key, w), at, 1));
+                    updates.push((((key, w), ()), at, 1));
                     filling = Some((at, updates, waiting));
                 }
             });
@@ -400,21 +416,18 @@ fn retire<'scope>(
                         upper.clone_from(span.upper());
                         let Some(batch) = span.inner else { continue };
                         let mut cursor = batch.cursor();
-                        while let Some(&account) = cursor.get_key(&batch) {
-                            while let Some(w) = cursor.get_val(&batch) {
-                                let mut inserted = false;
-                                cursor.map_times(&batch, |_, &d| inserted |= d > 0);
-                                if inserted {
-                                    let due = leaves(w, timeline.at(w.event_time));
-                                    leaving
-                                        .entry(due)
-                                        .or_insert_with(|| std::mem::take(&mut spare))
-                                        .push(account);
-                                    if held.as_ref().is_none_or(|h| *h.time() > due - 1) {
-                                        held = Some(cap.delayed(&(due - 1)));
-                                    }
+                        while let Some(&(account, w)) = cursor.get_key(&batch) {
+                            let mut inserted = false;
+                            cursor.map_times(&batch, |_, &d| inserted |= d > 0);
+                            if inserted {
+                                let due = leaves(&w, timeline.at(w.event_time));
+                                leaving
+                                    .entry(due)
+                                    .or_insert_with(|| std::mem::take(&mut spare))
+                                    .push(account);
+                                if held.as_ref().is_none_or(|h| *h.time() > due - 1) {
+                                    held = Some(cap.delayed(&(due - 1)));
                                 }
-                                cursor.step_val(&batch);
                             }
                             cursor.step_key(&batch);
                         }
@@ -442,19 +455,19 @@ fn retire<'scope>(
                         .expect("the trace is compacted only up to what was read");
                     let (mut cursor, storage) = cursor_list(batches);
                     for &account in &accounts {
-                        cursor.seek_key(&storage, &account);
-                        if cursor.get_key(&storage) != Some(&account) {
-                            continue;
-                        }
-                        while let Some(w) = cursor.get_val(&storage) {
-                            if leaves(w, timeline.at(w.event_time)) == due {
+                        cursor.seek_key(&storage, &(account, Windowed::FIRST));
+                        while let Some(&(a, w)) = cursor.get_key(&storage) {
+                            if a != account {
+                                break;
+                            }
+                            if leaves(&w, timeline.at(w.event_time)) == due {
                                 let mut count = 0;
                                 cursor.map_times(&storage, |_, &d| count += d);
                                 if count > 0 {
-                                    session.give(((account, *w), due, -count));
+                                    session.give((((account, w), ()), due, -count));
                                 }
                             }
-                            cursor.step_val(&storage);
+                            cursor.step_key(&storage);
                         }
                     }
                     accounts.clear();
@@ -478,12 +491,15 @@ fn retire<'scope>(
         })
 }
 
-/// The windows, arranged by account.
-type Windows<'scope> = Arranged<'scope, TraceAgent<ValSpine<u32, Windowed, u64, i32>>>;
+/// The windows' trace: keyed by (account, entry).
+type WindowSpine = KeySpine<(u32, Windowed), u64, i32>;
+
+/// The windows, arranged by account and entry.
+type Windows<'scope> = Arranged<'scope, TraceAgent<WindowSpine>>;
 
 /// The verdicts: transactions whose count, at their own time, is their `min_count`, at that
 /// time. Each batch the arrangement seals is read against the arrangement's history
-/// before it, key by key; then the arrangement may forget the distinctions between times before
+/// before it, account by account; then the arrangement may forget the distinctions between times before
 /// the batch's end, which no later verdict needs.
 fn counts<'scope>(
     windows: Windows<'scope>,
@@ -520,10 +536,9 @@ fn counts<'scope>(
                         .batches_through(lower.borrow())
                         .expect("the trace is compacted only up to what was read");
                     let (mut old, old_storage) = cursor_list(before);
-                    while let Some(&account) = new.get_key(&new_storage) {
+                    while let Some(&(account, _)) = new.get_key(&new_storage) {
                         history.clear();
-                        read_key(&mut new, &new_storage, true, &mut history);
-                        new.step_key(&new_storage);
+                        read_account(&mut new, &new_storage, account, true, &mut history);
                         // Most accounts cannot reach any count to reach: the filter tells, and
                         // their history is not read.
                         let (mut entered, mut net) = (0, 0);
@@ -535,10 +550,8 @@ fn counts<'scope>(
                         if most < fewest {
                             continue;
                         }
-                        old.seek_key(&old_storage, &account);
-                        if old.get_key(&old_storage) == Some(&account) {
-                            read_key(&mut old, &old_storage, false, &mut history);
-                        }
+                        old.seek_key(&old_storage, &(account, Windowed::FIRST));
+                        read_account(&mut old, &old_storage, account, false, &mut history);
                         history.sort_unstable_by_key(|c: &Change| (c.entry, c.time));
                         judge_window(&history, &timeline, |at, w, params, ids| {
                             output
@@ -624,12 +637,21 @@ struct Change {
     fresh: bool,
 }
 
-/// Appends the changes of the cursor's current key to `out`.
-fn read_key<C>(cursor: &mut C, storage: &C::Storage, fresh: bool, out: &mut Vec<Change>)
-where
-    C: for<'a> Cursor<Val<'a> = &'a Windowed, TimeGat<'a> = &'a u64, DiffGat<'a> = &'a i32>,
+/// Appends the changes of `account`'s keys from the cursor's position on to `out`, and steps
+/// the cursor past them.
+fn read_account<C>(
+    cursor: &mut C,
+    storage: &C::Storage,
+    account: u32,
+    fresh: bool,
+    out: &mut Vec<Change>,
+) where
+    C: for<'a> Cursor<Key<'a> = &'a (u32, Windowed), TimeGat<'a> = &'a u64, DiffGat<'a> = &'a i32>,
 {
-    while let Some(&entry) = cursor.get_val(storage) {
+    while let Some(&(a, entry)) = cursor.get_key(storage) {
+        if a != account {
+            break;
+        }
         cursor.map_times(storage, |&time, &diff| {
             out.push(Change {
                 entry,
@@ -638,7 +660,7 @@ where
                 fresh,
             })
         });
-        cursor.step_val(storage);
+        cursor.step_key(storage);
     }
 }
 

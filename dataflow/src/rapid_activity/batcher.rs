@@ -10,7 +10,7 @@
 use differential_dataflow::batcher::merge::Sealer;
 use differential_dataflow::batcher::{Batcher, Extract};
 use differential_dataflow::trace::implementations::ord_neu::BuilderInput;
-use differential_dataflow::trace::implementations::ValBuilder;
+use differential_dataflow::trace::implementations::KeyBuilder;
 use differential_dataflow::trace::Builder as _;
 use timely::progress::frontier::AntichainRef;
 use timely::progress::Antichain;
@@ -60,7 +60,7 @@ impl Batcher<Vec<Update>> for StepBatcher {
 
 impl Extract for StepBatcher {
     type Time = u64;
-    type Output = <ValBuilder<u32, Windowed, u64, i32> as Sealer<Vec<Update>>>::Output;
+    type Output = <KeyBuilder<(u32, Windowed), u64, i32> as Sealer<Vec<Update>>>::Output;
 
     fn extract<'a>(
         &'a mut self,
@@ -81,10 +81,10 @@ impl Extract for StepBatcher {
         self.lower = self.updates.iter().map(|u| u.1).min().into_iter().collect();
         // Differential's `seal`, keeping `ready` (emptied) for the next step.
         let (keys, vals, upds) =
-            <Vec<Update> as BuilderInput<Vec<u32>, Vec<Windowed>>>::key_val_upd_counts(
+            <Vec<Update> as BuilderInput<Vec<(u32, Windowed)>, Vec<()>>>::key_val_upd_counts(
                 std::slice::from_ref(&ready),
             );
-        let mut builder = ValBuilder::<u32, Windowed, u64, i32>::with_capacity(keys, vals, upds);
+        let mut builder = KeyBuilder::<(u32, Windowed), u64, i32>::with_capacity(keys, vals, upds);
         builder.push(&mut ready);
         if ready.capacity() > self.spare.capacity() {
             self.spare = ready;
@@ -100,16 +100,16 @@ impl Extract for StepBatcher {
 /// (what it holds is overwritten).
 fn sort_updates(updates: &mut Vec<Update>, scratch: &mut Vec<Update>) {
     const BITS: u32 = 12;
-    let largest = updates.iter().map(|u| u.0 .0).max().unwrap_or(0);
+    let largest = updates.iter().map(|u| u.0 .0 .0).max().unwrap_or(0);
     let passes = (u32::BITS - largest.leading_zeros()).div_ceil(BITS);
     if passes == 0 {
-        updates.sort_unstable_by_key(|u| (u.0 .1, u.1));
+        updates.sort_unstable_by_key(|u| (u.0 .0 .1, u.1));
         return;
     }
     scratch.clear();
     scratch.extend_from_slice(updates);
     for pass in 0..passes {
-        let digit = |u: &Update| ((u.0 .0 >> (pass * BITS)) & ((1 << BITS) - 1)) as usize;
+        let digit = |u: &Update| ((u.0 .0 .0 >> (pass * BITS)) & ((1 << BITS) - 1)) as usize;
         let mut starts = vec![0usize; 1 << BITS];
         for u in updates.iter() {
             starts[digit(u)] += 1;
@@ -125,9 +125,9 @@ fn sort_updates(updates: &mut Vec<Update>, scratch: &mut Vec<Update>) {
         }
         std::mem::swap(updates, scratch);
     }
-    for run in updates.chunk_by_mut(|a, b| a.0 .0 == b.0 .0) {
+    for run in updates.chunk_by_mut(|a, b| a.0 .0 .0 == b.0 .0 .0) {
         if run.len() > 1 {
-            run.sort_unstable_by_key(|u| (u.0 .1, u.1));
+            run.sort_unstable_by_key(|u| (u.0 .0 .1, u.1));
         }
     }
 }
@@ -165,7 +165,7 @@ mod tests {
             event_time: at,
             transaction_id: Uuid::from_u128(u128::from(id)),
         };
-        ((account, w), time, diff)
+        (((account, w), ()), time, diff)
     }
 
     proptest! {
