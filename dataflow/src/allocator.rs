@@ -21,7 +21,10 @@
 //! fault for 2 MiB instead of 512. The first touch of a page is what a merge costs most in the
 //! kernel; with huge pages the Kafka run takes half the faults and runs 5 – 10 % faster, and
 //! the memory run's peak rises by 5 – 10 MB, because a huge page is resident whole from its
-//! first touch (docs/performance.md, ninth session).
+//! first touch (docs/performance.md, ninth session). Where the kernel's THP setting is `never`
+//! the advice does nothing; where its `defrag` setting makes a fault compact memory for a huge
+//! page (the default, for advised ranges), a fragmented host may stall a merge briefly: the
+//! kernel falls back to small pages when it cannot find one.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
