@@ -48,6 +48,7 @@ use uuid::Uuid;
 use crate::judge::Valid;
 use crate::metrics::Metrics;
 use batcher::StepBatcher;
+use params::Reader;
 pub use params::{ParamsTimeline, WindowParams};
 
 mod batcher;
@@ -484,9 +485,7 @@ fn retire<'scope>(
                 trace.set_logical_compaction(upper.borrow());
                 trace.set_physical_compaction(upper.borrow());
                 drop(timeline);
-                if let Some(&least) = frontier.frontier().iter().min() {
-                    params.forget_before(least, STEP);
-                }
+                params.read_through(Reader::Retire, read_through(&upper), STEP);
             }
         })
 }
@@ -563,8 +562,14 @@ fn counts<'scope>(
                 trace.advance_upper(&mut upper);
                 trace.set_logical_compaction(upper.borrow());
                 trace.set_physical_compaction(upper.borrow());
+                params.read_through(Reader::Counts, read_through(&upper), STEP);
             }
         })
+}
+
+/// The time before which a reader has read every batch, given the upper bound of what it read.
+fn read_through(upper: &Antichain<u64>) -> u64 {
+    upper.iter().min().copied().unwrap_or(u64::MAX)
 }
 
 /// How many entries the arrangement holds for each account, at most: counters of the entries

@@ -57,6 +57,15 @@ pub(super) struct Timeline {
     versions: Vec<(u64, WindowParams)>,
     /// The longest window of any version recorded, in microseconds.
     widest: u64,
+    /// How far each [`Reader`] has read the arrangement's batches.
+    read: [u64; 2],
+}
+
+/// The operators that look entries up, each reading every batch of the arrangement.
+#[derive(Clone, Copy)]
+pub(super) enum Reader {
+    Counts = 0,
+    Retire = 1,
 }
 
 impl ParamsTimeline {
@@ -76,13 +85,18 @@ impl ParamsTimeline {
         self.0.borrow()
     }
 
-    /// Forgets the versions no entry of the arrangement can need once its frontier is
-    /// `frontier`: entries leave a window and two steps after their event time, so those older
-    /// than the longest window and three steps have been retracted (what is left of them
-    /// counts for nothing). The version in force at that point stays.
-    pub(super) fn forget_before(&self, frontier: u64, step: u64) {
+    /// Notes that `reader` has read every batch of the arrangement before `upper`, and forgets
+    /// the versions no entry can need once both readers have read that far. Entries of a batch
+    /// still to read have event times from a step before its lower bound on (a batch may span
+    /// any stretch of event time, so that bound is what counts, not the frontier). Entries of
+    /// batches already read leave a window and two steps after their event time, so those older
+    /// than the longest window and three steps have been retracted (what is left of them counts
+    /// for nothing). The version in force at that point stays.
+    pub(super) fn read_through(&self, reader: Reader, upper: u64, step: u64) {
         let mut t = self.0.borrow_mut();
-        let oldest = frontier.saturating_sub(t.widest + 3 * step);
+        t.read[reader as usize] = upper;
+        let read = t.read[0].min(t.read[1]);
+        let oldest = read.saturating_sub(t.widest + 3 * step);
         let keep = t.versions.partition_point(|v| v.0 <= oldest);
         if keep > 1 {
             t.versions.drain(..keep - 1);
@@ -93,7 +107,7 @@ impl ParamsTimeline {
 impl Timeline {
     /// The parameters in force at `event_time`: of the last version from at or before it (of
     /// the first one, for an entry older than every version still held: see
-    /// [`ParamsTimeline::forget_before`]).
+    /// [`ParamsTimeline::read_through`]).
     pub(super) fn at(&self, event_time: i64) -> WindowParams {
         let t = event_time.max(0) as u64;
         match self.versions.as_slice() {
@@ -166,11 +180,19 @@ mod tests {
         // The widest window is 60 s, and entries leave at most two 1 s steps after theirs: at
         // 162 s every version may still be needed; at 262 s entries from 199 s on may be, so
         // the version from 0 goes; at 263 s, from 200 s on, so the version from 100 s goes too.
-        timeline.forget_before(162 * second, second);
+        let through = |upper: u64| {
+            timeline.read_through(Reader::Counts, upper * second, second);
+            timeline.read_through(Reader::Retire, upper * second, second);
+        };
+        through(162);
         assert_eq!(timeline.borrow().versions.len(), 3);
-        timeline.forget_before(262 * second, second);
+        through(262);
         assert_eq!(timeline.borrow().versions.len(), 2);
-        timeline.forget_before(263 * second, second);
+        // One reader ahead is not enough: the other may still read a batch spanning any
+        // stretch of event time.
+        timeline.read_through(Reader::Retire, 1_000 * second, second);
+        assert_eq!(timeline.borrow().versions.len(), 2);
+        timeline.read_through(Reader::Counts, 263 * second, second);
         let t = timeline.borrow();
         assert_eq!(t.versions.len(), 1);
         assert_eq!(t.at(250 * second as i64), params(20, 4));
