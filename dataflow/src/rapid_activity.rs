@@ -88,7 +88,8 @@ pub struct Payload {
 }
 
 /// An entry of an account's window, keyed by account number, and its alert's payload: none for
-/// a resumed run's seeds, which are never judged again.
+/// a resumed run's seeds, which are judged like any entry but raise no alert (no worker holds
+/// their payload).
 pub type Entry = (u32, Windowed, Option<Payload>);
 
 /// An update of the windows' collection: (((account, entry), ()), time, diff). The arrangement
@@ -575,8 +576,8 @@ fn read_through(upper: &Antichain<u64>) -> u64 {
 /// How many entries the arrangement holds for each account, at most: counters of the entries
 /// of all accounts that hash alike (a counting Bloom filter), kept by `counts` from every
 /// update the arrangement seals. An account whose counter, with the entries it gains in a
-/// batch, stays under every `min_count` of those entries cannot reach one at any time in the
-/// batch, so its history need not be read. That is most accounts, and reading their history
+/// batch, stays under the least `min_count` of the rules versions held cannot reach its entries'
+/// counts at any time in the batch, so its history need not be read. That is most accounts, and reading their history
 /// (a seek in each batch of the trace) was most of what `counts` cost.
 struct LiveCounts {
     counters: Vec<u8>,
