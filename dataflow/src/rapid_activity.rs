@@ -498,8 +498,8 @@ type WindowSpine = KeySpine<(u32, Windowed), u64, i32>;
 type Windows<'scope> = Arranged<'scope, TraceAgent<WindowSpine>>;
 
 /// The verdicts: transactions whose count, at their own time, is their `min_count`, at that
-/// time. Each batch the arrangement seals is read against the arrangement's history
-/// before it, account by account; then the arrangement may forget the distinctions between times before
+/// time. Each batch the arrangement seals is read against the arrangement's history before it,
+/// account by account; then the arrangement may forget the distinctions between times before
 /// the batch's end, which no later verdict needs.
 fn counts<'scope>(
     windows: Windows<'scope>,
@@ -576,9 +576,10 @@ fn read_through(upper: &Antichain<u64>) -> u64 {
 /// How many entries the arrangement holds for each account, at most: counters of the entries
 /// of all accounts that hash alike (a counting Bloom filter), kept by `counts` from every
 /// update the arrangement seals. An account whose counter, with the entries it gains in a
-/// batch, stays under the least `min_count` of the rules versions held cannot reach its entries'
-/// counts at any time in the batch, so its history need not be read. That is most accounts, and reading their history
-/// (a seek in each batch of the trace) was most of what `counts` cost.
+/// batch, stays under the least `min_count` of the rules versions held cannot reach its
+/// entries' counts at any time in the batch, so its history need not be read. That is most
+/// accounts, and reading their history (a seek in each batch of the trace) was most of what
+/// `counts` cost.
 struct LiveCounts {
     counters: Vec<u8>,
 }
