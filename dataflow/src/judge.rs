@@ -36,7 +36,7 @@ pub struct Valid {
     pub rules_version: u64,
     /// The severity of rapid_activity, `None` when the rule is disabled for this transaction
     /// (its window and count are looked up by event time: [`crate::rapid_activity::params`]).
-    pub rapid: Option<Severity>,
+    pub rapid_severity: Option<Severity>,
 }
 
 /// What judging a record yields.
@@ -247,7 +247,7 @@ fn judge_one(
                 offset: raw.offset,
                 late: a.late,
                 rules_version: rules.version,
-                rapid: r.enabled.then_some(r.severity),
+                rapid_severity: r.enabled.then_some(r.severity),
             };
             if let Some((account, w, p)) = Windowed::entry(&valid) {
                 window((account, w, Some(p)));

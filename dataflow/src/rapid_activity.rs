@@ -221,7 +221,7 @@ impl Windowed {
     /// The window entry of a valid transaction and its alert's payload, keyed by account
     /// number; `None` for a late transaction or when the rule is disabled.
     pub fn entry(v: &Valid) -> Option<(u32, Windowed, Payload)> {
-        let severity = v.rapid.filter(|_| !v.late)?;
+        let severity = v.rapid_severity.filter(|_| !v.late)?;
         let t = &v.txn;
         Some((
             t.account_id.number(),
