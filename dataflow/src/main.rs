@@ -487,6 +487,18 @@ fn open_lakehouse(
                     .and(Reference::new("late").equal_to(Datum::bool(false)));
                 let batches = sink::read::scan(&tables[0], None, Some(filter)).await?;
                 let seeds = dataflow::lakehouse::window_seeds(&batches)?;
+                let others: Vec<String> = sink::commit::topics(&tables[0])
+                    .into_iter()
+                    .filter(|t| *t != topic)
+                    .collect();
+                if !others.is_empty() {
+                    tracing::warn!(
+                        "these tables are also fed by {}: rapid_activity's windows resume with \
+                         the transactions of every topic in the last window, so accounts that \
+                         {topic} shares with them count those too (docs/commit-protocol.md)",
+                        others.join(", ")
+                    );
+                }
                 tracing::info!(
                     "resuming {topic} from commit {} (boundary {}), with {} transactions of its last window",
                     recorded.as_ref().map_or(0, |r| r.seq),

@@ -85,6 +85,17 @@ pub fn recorded(table: &iceberg::table::Table, topic: &str) -> anyhow::Result<Op
     Ok(Some(r))
 }
 
+/// The topics `table`'s current snapshot records a position for: every topic that feeds it.
+pub fn topics(table: &iceberg::table::Table) -> Vec<String> {
+    let prefix = summary_key("");
+    carried_over(table)
+        .into_keys()
+        .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// The summary properties a new snapshot of `table` carries over from its current one: every
 /// topic's position (a table may be fed by more than one).
 pub fn carried_over(table: &iceberg::table::Table) -> HashMap<String, String> {
@@ -503,6 +514,22 @@ mod tests {
         recover(catalog, "raw", true).await.unwrap();
         commit(catalog, "raw", 2, &second).await.unwrap();
         assert_eq!(rows(catalog).await, 4);
+    }
+
+    #[tokio::test]
+    async fn every_topic_that_feeds_the_tables_is_recorded() {
+        let lake = lakehouse().await;
+        let catalog = lake.catalog.as_ref();
+        commit_first(catalog).await;
+        let other = Commit {
+            position: position(2),
+            files: files_of(catalog, 100).await,
+        };
+        commit(catalog, "other", 1, &other).await.unwrap();
+        for t in Table::ALL {
+            let table = crate::catalog::load(catalog, t).await.unwrap();
+            assert_eq!(topics(&table), ["other", "raw"], "{}", t.name());
+        }
     }
 
     #[tokio::test]
