@@ -88,12 +88,12 @@ pub fn recorded(table: &iceberg::table::Table, topic: &str) -> anyhow::Result<Op
 /// The topics `table`'s current snapshot records a position for: every topic that feeds it.
 pub fn topics(table: &iceberg::table::Table) -> Vec<String> {
     let prefix = summary_key("");
-    carried_over(table)
+    let mut topics: Vec<String> = carried_over(table)
         .into_keys()
         .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
+        .collect();
+    topics.sort();
+    topics
 }
 
 /// The summary properties a new snapshot of `table` carries over from its current one: every
