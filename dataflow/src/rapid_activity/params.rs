@@ -1,5 +1,5 @@
 //! The rule's window and count in force at each event time, so that the arrangement's entries
-//! need not carry them: 8 bytes less an update (40, not 48), and a tenth less memory in the
+//! need not carry them: 8 bytes less an update (40, not 48), and an eighth less memory in the
 //! memory run.
 //!
 //! A worker's judge learns each rules version, at the time from which it applies, and records
