@@ -2,7 +2,7 @@
 //! of event time on, on every worker; a broken file changes nothing and is logged.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -15,23 +15,29 @@ fn write_atomically(path: &std::path::Path, text: &str) {
     std::fs::rename(tmp, path).unwrap();
 }
 
-/// The running binary (embedded source, 2 000 records/s, 2 workers) and its alerts as they
-/// come, with when each came.
+/// The running binary (embedded source, 2 000 records/s, 2 workers) on a rules file and a
+/// generator config of its own, and its alerts as they come, with when each came.
 struct Running {
     child: Child,
     alerts: mpsc::Receiver<(Instant, serde_json::Value)>,
+    rules: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Running {
-    fn start(rules: &Path, generator: &Path) -> Self {
+    /// Starts the binary with the rules file `rules` and the generator config `generator`.
+    fn start(rules: &str, generator: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let rules_path = dir.path().join("rules.yaml");
+        let generator_path = dir.path().join("generator.yaml");
+        std::fs::write(&rules_path, rules).unwrap();
+        std::fs::write(&generator_path, generator).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_dataflow"))
             .arg("--no-lakehouse")
-            .args([
-                "--rules",
-                rules.to_str().unwrap(),
-                "--generator-config",
-                generator.to_str().unwrap(),
-            ])
+            .arg("--rules")
+            .arg(&rules_path)
+            .arg("--generator-config")
+            .arg(&generator_path)
             .args(["--rate", "2000", "-w", "2", "--progress", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -47,7 +53,17 @@ impl Running {
                 }
             }
         });
-        Running { child, alerts }
+        Running {
+            child,
+            alerts,
+            rules: rules_path,
+            _dir: dir,
+        }
+    }
+
+    /// Replaces the rules file, at once (a watcher never sees half a file).
+    fn rewrite_rules(&self, text: &str) {
+        write_atomically(&self.rules, text);
     }
 
     /// The alerts of `rule` that come within `d`, into `seen`.
@@ -109,17 +125,11 @@ fn high_value(v: &serde_json::Value) -> Seen {
 
 #[test]
 fn a_new_threshold_applies_from_one_point_of_the_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yaml");
-    std::fs::write(
-        &rules,
-        "version: 1\nrules: {high_value: {threshold_usd: 10000}}\n",
-    )
-    .unwrap();
     // No back-dated night records: they are late, and judged at the watermark, not their time.
-    let generator = dir.path().join("generator.yaml");
-    std::fs::write(&generator, "patterns: {high_value: 0.05, night: 0}\n").unwrap();
-    let running = Running::start(&rules, &generator);
+    let running = Running::start(
+        "version: 1\nrules: {high_value: {threshold_usd: 10000}}\n",
+        "patterns: {high_value: 0.05, night: 0}\n",
+    );
     let mut seen: Vec<(Instant, Seen)> = Vec::new();
 
     running.collect_for(Duration::from_secs(3), &mut seen, "high_value", high_value);
@@ -130,17 +140,11 @@ fn a_new_threshold_applies_from_one_point_of_the_stream() {
     );
 
     // A broken file: refused, version 1 stays.
-    write_atomically(
-        &rules,
-        "version: 2\nrules: {high_value: {threshold_usd: -5}}\n",
-    );
+    running.rewrite_rules("version: 2\nrules: {high_value: {threshold_usd: -5}}\n");
     running.collect_for(Duration::from_secs(3), &mut seen, "high_value", high_value);
 
     // A new threshold: 100 USD, so that most transactions alert.
-    write_atomically(
-        &rules,
-        "version: 3\nrules: {high_value: {threshold_usd: 100}}\n",
-    );
+    running.rewrite_rules("version: 3\nrules: {high_value: {threshold_usd: 100}}\n");
     let changed = Instant::now();
     running.collect_until(&mut seen, "high_value", high_value, |seen| {
         seen.iter().any(|(_, s)| s.version == 3)
@@ -223,28 +227,16 @@ fn rapid(v: &serde_json::Value) -> Rapid {
 /// the judge applies: each alert must count under the version it carries.
 #[test]
 fn a_new_window_and_count_apply_from_one_point_of_the_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yaml");
-    std::fs::write(
-        &rules,
-        "version: 1\nrules: {rapid_activity: {min_count: 5, window_seconds: 60}}\n",
-    )
-    .unwrap();
     // Twenty bursts a second, and nothing late.
-    let generator = dir.path().join("generator.yaml");
-    std::fs::write(
-        &generator,
+    let running = Running::start(
+        "version: 1\nrules: {rapid_activity: {min_count: 5, window_seconds: 60}}\n",
         "patterns: {high_value: 0, night: 0, bursts: {share: 0.01}}\n",
-    )
-    .unwrap();
-    let running = Running::start(&rules, &generator);
+    );
     let mut seen: Vec<(Instant, Rapid)> = Vec::new();
     // Bursts alert once the allowed lateness (5 s) has passed them.
     running.collect_until(&mut seen, "rapid_activity", rapid, |seen| seen.len() > 5);
-    write_atomically(
-        &rules,
-        "version: 2\nrules: {rapid_activity: {min_count: 3, window_seconds: 20}}\n",
-    );
+    running
+        .rewrite_rules("version: 2\nrules: {rapid_activity: {min_count: 3, window_seconds: 20}}\n");
     running.collect_until(&mut seen, "rapid_activity", rapid, |seen| {
         seen.iter().filter(|(_, r)| r.version == 2).count() > 5
     });
