@@ -1,16 +1,14 @@
 //! `rapid_activity`: a windowed count per account over a differential arrangement.
 //!
 //! ```text
-//! insertions ──> concat ──> arrange by account ──┬──> counts (CountWindows) ──> alerts
-//!                  ▲                              └──> retire (RetireWindows) ──┐
-//!                  └──────── retractions (feedback, +1 µs) ─────────────────────┘
+//! insertions ──> arrange by account ──> counts (CountWindows) ──> alerts
 //! ```
 //!
 //! Each (non-late) transaction enters its account's collection at its time and leaves it one
-//! window later, retracted by `retire` from what the arrangement itself holds, so the
-//! arrangement is the one copy of the windows, holds only what they still need, and its memory
-//! is bounded by the accounts active in the last window, not by history. As the arrangement seals
-//! each batch of updates, `counts` reads, for each account that gained transactions in it, the
+//! window later: from then on no count includes it, and the arrangement's merges drop it
+//! ([`expiring`]). So the arrangement is the one copy of the windows, holds what they still
+//! need and what merges have not yet reached, and its memory is bounded by the accounts active
+//! in the last window, not by history. As the arrangement seals each batch, `counts` reads, for each account that gained transactions in it, the
 //! account's window from the arrangement (its history through the batch), and computes for each
 //! new transaction T the contract's `before(T) + 1`: the count of the account's transactions in
 //! `(T - window, T]` up to T in `(event_time, id)` order, as of T's time. Only new transactions
@@ -27,8 +25,7 @@ use differential_dataflow::hashable::Hashable;
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::cursor_list;
-use differential_dataflow::trace::implementations::KeySpine;
-use differential_dataflow::trace::{Cursor, Navigable, TraceReader};
+use differential_dataflow::trace::{Cursor, TraceReader};
 use model::{AccountId, Alert, Amount, Currency, Details, EventTime, Rule, Severity};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -36,11 +33,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::core::Concat;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::vec::Broadcast as _;
-use timely::dataflow::operators::{Capability, CapabilitySet, ConnectLoop, Feedback, Probe};
+use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::dataflow::Stream;
 use timely::progress::Antichain;
 use uuid::Uuid;
@@ -48,10 +43,11 @@ use uuid::Uuid;
 use crate::judge::Valid;
 use crate::metrics::Metrics;
 use batcher::StepBatcher;
-use params::Reader;
+use expiring::WindowSpine;
 pub use params::{ParamsTimeline, WindowParams};
 
 mod batcher;
+mod expiring;
 pub mod params;
 
 /// The arrangement's own time step (µs): entries enter at their event time rounded *up* to a
@@ -95,8 +91,8 @@ pub type Entry = (u32, Windowed, Option<Payload>);
 /// An update of the windows' collection: (((account, entry), ()), time, diff). The arrangement
 /// is keyed by (account, entry), with no value: an account's entries are a run of its keys, and
 /// a batch has one layer of offsets (keys to updates) where keying by account and keeping
-/// entries as values took two; most keys have one update. Diffs are only ever 1 or -1: an
-/// `i32` saves the arrangement 4 bytes an update.
+/// entries as values took two; most keys have one update. Diffs count insertions (an entry
+/// leaves without an update: [`expiring`]): an `i32` saves the arrangement 4 bytes an update.
 type Update = (((u32, Windowed), ()), u64, i32);
 
 /// A transaction that brought its account's window to its `min_count`, with the window's ids,
@@ -246,23 +242,15 @@ pub fn rapid_activity<'scope>(
     params: ParamsTimeline,
     metrics: Arc<Metrics>,
 ) -> Stream<'scope, u64, Vec<Alert>> {
-    let scope = entries.scope();
     let payloads = Payloads::default();
-    let entered = ProbeHandle::new();
-    // Retractions come back around the arrangement, a microsecond later than they are made.
-    let (leaving, retired) = scope.feedback::<Vec<Update>>(1);
-    let windows = insertions(entries, payloads.clone())
-        .probe_with(&entered)
-        .concat(retired);
     // Exchanged by account alone: an account's window is on one worker.
     let by_account = Exchange::new(|u: &Update| u.0 .0 .0.hashed());
     let windows = arrange_core::<_, _, StepBatcher, WindowSpine>(
-        windows,
+        insertions(entries, payloads.clone()),
         by_account,
         "Windows",
         StepBatcher::new,
     );
-    retire(&windows, entered, params.clone()).connect_loop(leaving);
     alerts(counts(windows, params), payloads, metrics)
 }
 
@@ -379,120 +367,16 @@ fn insertions<'scope>(
 }
 
 /// When an entry leaves its account's window (of `params`): a step after the window's end,
-/// rounded up, so that every transaction whose window still reaches back to it is judged
-/// while it is there.
+/// rounded up, so that every transaction whose window still reaches back to it is judged while
+/// it is there. From then on no count includes it.
 fn leaves(w: &Windowed, params: WindowParams) -> u64 {
-    step_up(w.event_time as u64 + params.window_micros() as u64) + STEP
+    leaves_after(w, params.window_micros() as u64)
 }
 
-/// The retractions of entries whose window has passed, made from the arrangement itself: for
-/// each entry that enters, only its account is noted, under the time it leaves; when the
-/// frontier reaches that time, the accounts' entries leaving then are read from the arrangement
-/// and retracted. So the arrangement is the only copy of the windows (4 bytes an entry wait
-/// here), and `entered` ending (the input is done: no transaction can need a window any more)
-/// ends the loop.
-fn retire<'scope>(
-    windows: &Windows<'scope>,
-    entered: ProbeHandle<u64>,
-    params: ParamsTimeline,
-) -> Stream<'scope, u64, Vec<Update>> {
-    let mut trace = windows.trace.clone();
-    windows
-        .stream
-        .clone()
-        .unary_frontier(Pipeline, "RetireWindows", move |_cap, _info| {
-            // Accounts by the time some of their entries leave.
-            let mut leaving: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-            // An emptied list of accounts, for the next time.
-            let mut spare: Vec<u32> = Vec::new();
-            // A capability a microsecond before the earliest time in `leaving`.
-            let mut held: Option<Capability<u64>> = None;
-            let mut upper = Antichain::from_elem(0u64);
-            move |(input, frontier), output| {
-                let timeline = params.borrow();
-                input.for_each(|stamp, spans| {
-                    let Some(cap) = stamp.retain_least(0) else {
-                        return;
-                    };
-                    for span in spans.drain(..) {
-                        upper.clone_from(span.upper());
-                        let Some(batch) = span.inner else { continue };
-                        let mut cursor = batch.cursor();
-                        while let Some(&(account, w)) = cursor.get_key(&batch) {
-                            let mut inserted = false;
-                            cursor.map_times(&batch, |_, &d| inserted |= d > 0);
-                            if inserted {
-                                let due = leaves(&w, timeline.at(w.event_time));
-                                leaving
-                                    .entry(due)
-                                    .or_insert_with(|| std::mem::take(&mut spare))
-                                    .push(account);
-                                if held.as_ref().is_none_or(|h| *h.time() > due - 1) {
-                                    held = Some(cap.delayed(&(due - 1)));
-                                }
-                            }
-                            cursor.step_key(&batch);
-                        }
-                    }
-                });
-                if entered.done() {
-                    leaving.clear();
-                }
-                // Every batch before `due` is in the arrangement once the frontier reaches it
-                // (the frontier cannot pass it: `held` is a microsecond before it).
-                while let Some((&due, _)) = leaving.first_key_value() {
-                    if frontier.less_than(&due) {
-                        break;
-                    }
-                    let (_, mut accounts) = leaving.pop_first().expect("non-empty");
-                    accounts.sort_unstable();
-                    accounts.dedup();
-                    let at = held
-                        .as_ref()
-                        .expect("held while leaving")
-                        .delayed(&(due - 1));
-                    let mut session = output.session(&at);
-                    let batches = trace
-                        .batches_through(upper.borrow())
-                        .expect("the trace is compacted only up to what was read");
-                    let (mut cursor, storage) = cursor_list(batches);
-                    for &account in &accounts {
-                        cursor.seek_key(&storage, &(account, Windowed::FIRST));
-                        while let Some(&(a, w)) = cursor.get_key(&storage) {
-                            if a != account {
-                                break;
-                            }
-                            if leaves(&w, timeline.at(w.event_time)) == due {
-                                let mut count = 0;
-                                cursor.map_times(&storage, |_, &d| count += d);
-                                if count > 0 {
-                                    session.give((((account, w), ()), due, -count));
-                                }
-                            }
-                            cursor.step_key(&storage);
-                        }
-                    }
-                    accounts.clear();
-                    spare = accounts;
-                }
-                match leaving.keys().next() {
-                    Some(&due) => {
-                        if let Some(h) = held.as_mut() {
-                            h.downgrade(&(due - 1));
-                        }
-                    }
-                    None => held = None,
-                }
-                trace.set_logical_compaction(upper.borrow());
-                trace.set_physical_compaction(upper.borrow());
-                drop(timeline);
-                params.read_through(Reader::Retire, read_through(&upper), STEP);
-            }
-        })
+/// When an entry leaves a window of `window` microseconds.
+fn leaves_after(w: &Windowed, window: u64) -> u64 {
+    step_up((w.event_time as u64).saturating_add(window)) + STEP
 }
-
-/// The windows' trace: keyed by (account, entry).
-type WindowSpine = KeySpine<(u32, Windowed), u64, i32>;
 
 /// The windows, arranged by account and entry.
 type Windows<'scope> = Arranged<'scope, TraceAgent<WindowSpine>>;
@@ -500,7 +384,8 @@ type Windows<'scope> = Arranged<'scope, TraceAgent<WindowSpine>>;
 /// The verdicts: transactions whose count, at their own time, is their `min_count`, at that
 /// time. Each batch the arrangement seals is read against the arrangement's history before it,
 /// account by account; then the arrangement may forget the distinctions between times before
-/// the batch's end, which no later verdict needs.
+/// the batch's end, which no later verdict needs, and its merges drop the entries that have
+/// left every window by then.
 fn counts<'scope>(
     windows: Windows<'scope>,
     params: ParamsTimeline,
@@ -513,6 +398,10 @@ fn counts<'scope>(
             let mut upper = Antichain::from_elem(0u64);
             let mut history = Vec::new();
             let mut live = LiveCounts::new();
+            // The accounts of the entries read, by the time each leaves its window (4 bytes an
+            // entry), to take them out of `live` then; and an emptied list for the next time.
+            let mut leaving: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+            let mut spare: Vec<u32> = Vec::new();
             move |(input, _frontier), output| {
                 let lower = upper.clone();
                 let mut caps = CapabilitySet::new();
@@ -528,6 +417,19 @@ fn counts<'scope>(
                     }
                 });
                 if !batches.is_empty() {
+                    // Entries that have left by `lower` count at no time still to be read.
+                    let from = read_through(&lower);
+                    while let Some(entry) = leaving.first_entry() {
+                        if *entry.key() > from {
+                            break;
+                        }
+                        let mut accounts = entry.remove();
+                        for &account in &accounts {
+                            live.leave(account);
+                        }
+                        accounts.clear();
+                        spare = accounts;
+                    }
                     let timeline = params.borrow();
                     // No entry has a count to reach under this.
                     let fewest = timeline.fewest();
@@ -539,15 +441,18 @@ fn counts<'scope>(
                     while let Some(&(account, _)) = new.get_key(&new_storage) {
                         history.clear();
                         read_account(&mut new, &new_storage, account, true, &mut history);
+                        let mut entered = 0;
+                        for c in history.iter().filter(|c| c.diff > 0) {
+                            entered += c.diff as u32;
+                            let due = leaves(&c.entry, timeline.at(c.entry.event_time));
+                            leaving
+                                .entry(due)
+                                .or_insert_with(|| std::mem::take(&mut spare))
+                                .extend(std::iter::repeat_n(account, c.diff as usize));
+                        }
                         // Most accounts cannot reach any count to reach: the filter tells, and
                         // their history is not read.
-                        let (mut entered, mut net) = (0, 0);
-                        for c in &history {
-                            net += c.diff;
-                            entered += c.diff.max(0);
-                        }
-                        let most = live.add(account, net, entered);
-                        if most < fewest {
+                        if live.add(account, entered) < fewest {
                             continue;
                         }
                         old.seek_key(&old_storage, &(account, Windowed::FIRST));
@@ -561,9 +466,14 @@ fn counts<'scope>(
                     }
                 }
                 trace.advance_upper(&mut upper);
+                if upper.is_empty() {
+                    // Nothing more to read: no entry will leave.
+                    leaving = BTreeMap::new();
+                    spare = Vec::new();
+                }
                 trace.set_logical_compaction(upper.borrow());
                 trace.set_physical_compaction(upper.borrow());
-                params.read_through(Reader::Counts, read_through(&upper), STEP);
+                params.read_through(read_through(&upper), STEP);
             }
         })
 }
@@ -573,11 +483,11 @@ fn read_through(upper: &Antichain<u64>) -> u64 {
     upper.iter().min().copied().unwrap_or(u64::MAX)
 }
 
-/// How many entries the arrangement holds for each account, at most: counters of the entries
-/// of all accounts that hash alike (a counting Bloom filter), kept by `counts` from every
-/// update the arrangement seals. An account whose counter, with the entries it gains in a
-/// batch, stays under the least `min_count` of the rules versions held cannot reach its
-/// entries' counts at any time in the batch, so its history need not be read. That is most
+/// How many entries each account has in its window, at most: counters of the entries of all
+/// accounts that hash alike (a counting Bloom filter), kept by `counts` from every entry the
+/// arrangement seals and every entry's leaving. An account whose counter, with the entries it
+/// gains in a batch, stays under the least `min_count` of the rules versions held cannot reach
+/// its entries' counts at any time in the batch, so its history need not be read. That is most
 /// accounts, and reading their history (a seek in each batch of the trace) was most of what
 /// `counts` cost.
 struct LiveCounts {
@@ -596,20 +506,29 @@ impl LiveCounts {
         }
     }
 
-    /// Adds an account's `net` change of entries in a batch, of which `entered` entered (so
-    /// its count within the batch never exceeded the count before it plus `entered`); returns
-    /// that bound. A counter that would overflow stays at its maximum from then on, and bounds
-    /// nothing any more: its accounts are always read.
-    fn add(&mut self, account: u32, net: i32, entered: i32) -> u32 {
-        let slot =
-            (u64::from(account).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::BITS)) as usize;
-        let counter = &mut self.counters[slot];
+    fn slot(account: u32) -> usize {
+        (u64::from(account).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::BITS)) as usize
+    }
+
+    /// Adds the entries an account gained in a batch; returns how many it may hold in all. A
+    /// counter that would overflow stays at its maximum from then on, and bounds nothing any
+    /// more: its accounts are always read.
+    fn add(&mut self, account: u32, entered: u32) -> u32 {
+        let counter = &mut self.counters[Self::slot(account)];
         if *counter == u8::MAX {
             return u32::MAX;
         }
-        let before = i32::from(*counter);
-        *counter = u8::try_from(before + net).unwrap_or(u8::MAX);
-        (before + entered) as u32
+        let most = u32::from(*counter) + entered;
+        *counter = u8::try_from(most).unwrap_or(u8::MAX);
+        most
+    }
+
+    /// Takes out an entry of `account` that has left its window.
+    fn leave(&mut self, account: u32) {
+        let counter = &mut self.counters[Self::slot(account)];
+        if *counter != u8::MAX {
+            *counter = counter.saturating_sub(1);
+        }
     }
 }
 
@@ -620,17 +539,16 @@ mod live_counts_tests {
     #[test]
     fn bounds_each_account_and_stops_bounding_when_full() {
         let mut live = LiveCounts::new();
-        assert_eq!(live.add(7, 3, 3), 3);
-        assert_eq!(live.add(7, -1, 0), 3);
-        assert_eq!(
-            live.add(7, 0, 2),
-            4,
-            "two entries coming and going on top of two"
-        );
+        assert_eq!(live.add(7, 3), 3);
+        live.leave(7);
+        assert_eq!(live.add(7, 0), 2);
+        assert_eq!(live.add(7, 2), 4, "two entries on top of two");
         // An account with more entries than a counter holds: from then on, no bound.
-        assert_eq!(live.add(9, 300, 300), 300);
-        assert_eq!(live.add(9, -299, 0), u32::MAX);
-        assert_eq!(live.add(9, 0, 1), u32::MAX);
+        assert_eq!(live.add(9, 300), 300);
+        for _ in 0..299 {
+            live.leave(9);
+        }
+        assert_eq!(live.add(9, 1), u32::MAX);
     }
 }
 
@@ -706,7 +624,8 @@ fn judge_window(
                 }
                 j += 1;
             }
-            if present > 0 {
+            // Present, and not yet left (under its own version's window).
+            if present > 0 && leaves(&x, timeline.at(x.event_time)) > at {
                 ids.push(x.transaction_id);
             }
         }

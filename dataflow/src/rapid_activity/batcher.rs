@@ -2,12 +2,10 @@
 //!
 //! Differential's own batcher (`MergeBatcher`) merges sorted chunks as they arrive, a dozen
 //! passes over each update, so as to be ready for any frontier at any time. Here a step's
-//! insertions arrive together just before the frontier passes the step (see `insertions`),
-//! with that step's retractions, so the batcher only keeps what it is given and sorts what a
-//! batch takes once: a radix sort of the account numbers, then each account's few updates by
+//! insertions arrive together just before the frontier passes the step (see `insertions`), so
+//! the batcher only keeps what it is given and sorts what a batch takes once: a radix sort of the account numbers, then each account's few updates by
 //! entry and time. Built on differential's `Batcher` and `Extract` traits and its batch builder.
 
-use differential_dataflow::batcher::merge::Sealer;
 use differential_dataflow::batcher::{Batcher, Extract};
 use differential_dataflow::trace::implementations::ord_neu::BuilderInput;
 use differential_dataflow::trace::implementations::KeyBuilder;
@@ -15,6 +13,7 @@ use differential_dataflow::trace::Builder as _;
 use timely::progress::frontier::AntichainRef;
 use timely::progress::Antichain;
 
+use super::expiring::WindowBatch;
 use super::{Update, Windowed};
 
 /// Keeps the updates it is given; sorts and consolidates those a batch takes when it is sealed.
@@ -60,7 +59,7 @@ impl Batcher<Vec<Update>> for StepBatcher {
 
 impl Extract for StepBatcher {
     type Time = u64;
-    type Output = <KeyBuilder<(u32, Windowed), u64, i32> as Sealer<Vec<Update>>>::Output;
+    type Output = WindowBatch;
 
     fn extract<'a>(
         &'a mut self,
@@ -89,7 +88,7 @@ impl Extract for StepBatcher {
         if ready.capacity() > self.spare.capacity() {
             self.spare = ready;
         }
-        (builder.done(), self.lower.borrow())
+        (builder.done().map(WindowBatch), self.lower.borrow())
     }
 }
 

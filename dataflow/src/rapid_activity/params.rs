@@ -12,7 +12,7 @@
 //! every worker's judge has passed that time on both its inputs, so once each has read every
 //! version that applies before it; the judge records a version as it reads it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use model::rules::RapidActivity;
@@ -57,15 +57,19 @@ pub(super) struct Timeline {
     versions: Vec<(u64, WindowParams)>,
     /// The longest window of any version recorded, in microseconds.
     widest: u64,
-    /// How far each [`Reader`] has read the arrangement's batches.
-    read: [u64; 2],
 }
 
-/// The operators that look entries up, each reading every batch of the arrangement.
-#[derive(Clone, Copy)]
-pub(super) enum Reader {
-    Counts = 0,
-    Retire = 1,
+thread_local! {
+    /// The longest window of any version recorded on this thread (a worker's), in
+    /// microseconds: what the arrangement's merges, which cannot look each entry's version up,
+    /// keep entries for ([`super::expiring`]).
+    static WIDEST: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The longest window of any rules version this worker has read, in microseconds: no entry's
+/// own window is longer.
+pub(super) fn widest_window() -> u64 {
+    WIDEST.get()
 }
 
 impl ParamsTimeline {
@@ -74,6 +78,7 @@ impl ParamsTimeline {
     pub fn insert(&self, from: u64, params: WindowParams) {
         let mut t = self.0.borrow_mut();
         t.widest = t.widest.max(params.window_micros() as u64);
+        WIDEST.set(WIDEST.get().max(t.widest));
         match t.versions.binary_search_by_key(&from, |v| v.0) {
             Ok(i) => t.versions[i].1 = params,
             Err(i) => t.versions.insert(i, (from, params)),
@@ -85,18 +90,16 @@ impl ParamsTimeline {
         self.0.borrow()
     }
 
-    /// Notes that `reader` has read every batch of the arrangement before `upper`, and forgets
-    /// the versions no entry can need once both readers have read that far. Entries of a batch
-    /// still to read have event times from a step before its lower bound on (a batch may span
-    /// any stretch of event time, so that bound is what counts, not the frontier). Entries of
-    /// batches already read leave a window and two steps after their event time, so those older
-    /// than the longest window and three steps have been retracted (what is left of them counts
-    /// for nothing). The version in force at that point stays.
-    pub(super) fn read_through(&self, reader: Reader, upper: u64, step: u64) {
+    /// Notes that the arrangement's reader (`CountWindows`) has read every batch before
+    /// `upper`, and forgets the versions no entry can need any more. Entries of a batch still
+    /// to read have event times from a step before its lower bound on (a batch may span any
+    /// stretch of event time, so that bound is what counts, not the frontier), and count only
+    /// entries of their own window, which is no longer than the longest. So entries older than
+    /// the longest window and a step are looked up no more; those older than it and three
+    /// steps have left their windows, and the version in force at that point stays.
+    pub(super) fn read_through(&self, upper: u64, step: u64) {
         let mut t = self.0.borrow_mut();
-        t.read[reader as usize] = upper;
-        let read = t.read[0].min(t.read[1]);
-        let oldest = read.saturating_sub(t.widest + 3 * step);
+        let oldest = upper.saturating_sub(t.widest + 3 * step);
         let keep = t.versions.partition_point(|v| v.0 <= oldest);
         if keep > 1 {
             t.versions.drain(..keep - 1);
@@ -180,19 +183,12 @@ mod tests {
         // The widest window is 60 s, and entries leave at most two 1 s steps after theirs: at
         // 162 s every version may still be needed; at 262 s entries from 199 s on may be, so
         // the version from 0 goes; at 263 s, from 200 s on, so the version from 100 s goes too.
-        let through = |upper: u64| {
-            timeline.read_through(Reader::Counts, upper * second, second);
-            timeline.read_through(Reader::Retire, upper * second, second);
-        };
+        let through = |upper: u64| timeline.read_through(upper * second, second);
         through(162);
         assert_eq!(timeline.borrow().versions.len(), 3);
         through(262);
         assert_eq!(timeline.borrow().versions.len(), 2);
-        // One reader ahead is not enough: the other may still read a batch spanning any
-        // stretch of event time.
-        timeline.read_through(Reader::Retire, 1_000 * second, second);
-        assert_eq!(timeline.borrow().versions.len(), 2);
-        timeline.read_through(Reader::Counts, 263 * second, second);
+        through(263);
         let t = timeline.borrow();
         assert_eq!(t.versions.len(), 1);
         assert_eq!(t.at(250 * second as i64), params(20, 4));
