@@ -6,9 +6,10 @@
 //!
 //! Each (non-late) transaction enters its account's collection at its time and leaves it one
 //! window later: from then on no count includes it, and the arrangement's merges drop it
-//! ([`expiring`]). So the arrangement is the one copy of the windows, holds what they still
+//! ([`expiring`]). So the arrangement is the one copy of the windows: it holds what they still
 //! need and what merges have not yet reached, and its memory is bounded by the accounts active
-//! in the last window, not by history. As the arrangement seals each batch, `counts` reads, for each account that gained transactions in it, the
+//! in the last window (the widest held, after a reload), not by history. As the arrangement
+//! seals each batch, `counts` reads, for each account that gained transactions in it, the
 //! account's window from the arrangement (its history through the batch), and computes for each
 //! new transaction T the contract's `before(T) + 1`: the count of the account's transactions in
 //! `(T - window, T]` up to T in `(event_time, id)` order, as of T's time. Only new transactions
@@ -373,9 +374,12 @@ fn leaves(w: &Windowed, params: WindowParams) -> u64 {
     leaves_after(w, params.window_micros() as u64)
 }
 
-/// When an entry leaves a window of `window` microseconds.
+/// When an entry leaves a window of `window` microseconds (never, past the end of time).
 fn leaves_after(w: &Windowed, window: u64) -> u64 {
-    step_up((w.event_time as u64).saturating_add(window)) + STEP
+    (w.event_time as u64)
+        .checked_add(window)
+        .and_then(|end| end.checked_next_multiple_of(STEP))
+        .map_or(u64::MAX, |end| end.saturating_add(STEP))
 }
 
 /// The windows, arranged by account and entry.

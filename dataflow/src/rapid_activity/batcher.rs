@@ -3,8 +3,9 @@
 //! Differential's own batcher (`MergeBatcher`) merges sorted chunks as they arrive, a dozen
 //! passes over each update, so as to be ready for any frontier at any time. Here a step's
 //! insertions arrive together just before the frontier passes the step (see `insertions`), so
-//! the batcher only keeps what it is given and sorts what a batch takes once: a radix sort of the account numbers, then each account's few updates by
-//! entry and time. Built on differential's `Batcher` and `Extract` traits and its batch builder.
+//! the batcher only keeps what it is given and sorts what a batch takes once: a radix sort of
+//! the account numbers, then each account's few updates by entry and time. Built on
+//! differential's `Batcher` and `Extract` traits and its batch builder.
 
 use differential_dataflow::batcher::{Batcher, Extract};
 use differential_dataflow::trace::implementations::ord_neu::BuilderInput;

@@ -13,7 +13,7 @@
 //! version that applies before it; the judge records a version as it reads it.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use model::rules::RapidActivity;
 use model::time::MICROS_PER_SECOND;
@@ -48,66 +48,100 @@ impl WindowParams {
 
 /// The versions' parameters by the time from which they apply, shared by one worker's judge
 /// and rapid_activity operators.
-#[derive(Clone, Default)]
-pub struct ParamsTimeline(Rc<RefCell<Timeline>>);
+#[derive(Clone)]
+pub struct ParamsTimeline {
+    timeline: Rc<RefCell<Timeline>>,
+    /// The longest window of the versions held, in microseconds, also known to the thread's
+    /// merges ([`widest_window`]).
+    widest: Rc<Cell<u64>>,
+}
 
 #[derive(Default)]
 pub(super) struct Timeline {
     /// Sorted by time; nearly always one.
     versions: Vec<(u64, WindowParams)>,
-    /// The longest window of any version recorded, in microseconds.
-    widest: u64,
 }
 
 thread_local! {
-    /// The longest window of any version recorded on this thread (a worker's), in
-    /// microseconds: what the arrangement's merges, which cannot look each entry's version up,
-    /// keep entries for ([`super::expiring`]).
-    static WIDEST: Cell<u64> = const { Cell::new(0) };
+    /// The longest windows of the timelines made on this thread (a worker's: one, but for
+    /// tests), for the arrangement's merges, which cannot reach a timeline.
+    static WIDEST: RefCell<Vec<Weak<Cell<u64>>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The longest window of any rules version this worker has read, in microseconds: no entry's
-/// own window is longer.
+/// The longest window of the rules versions held by this thread's timelines, in microseconds:
+/// no entry's own window is longer, but for entries whose versions were forgotten, which have
+/// left their windows (see [`ParamsTimeline::read_through`]). With no timeline, no entry
+/// leaves: `u64::MAX`.
 pub(super) fn widest_window() -> u64 {
-    WIDEST.get()
+    WIDEST.with(|all| {
+        let mut all = all.borrow_mut();
+        all.retain(|w| w.strong_count() > 0);
+        all.iter()
+            .filter_map(Weak::upgrade)
+            .map(|w| w.get())
+            .max()
+            .unwrap_or(u64::MAX)
+    })
+}
+
+impl Default for ParamsTimeline {
+    /// An empty timeline, known to this thread's merges.
+    fn default() -> Self {
+        let widest = Rc::new(Cell::new(0));
+        WIDEST.with(|all| all.borrow_mut().push(Rc::downgrade(&widest)));
+        ParamsTimeline {
+            timeline: Rc::default(),
+            widest,
+        }
+    }
 }
 
 impl ParamsTimeline {
     /// Records the parameters of the version that applies from `from` (replacing one recorded
     /// for the same time).
     pub fn insert(&self, from: u64, params: WindowParams) {
-        let mut t = self.0.borrow_mut();
-        t.widest = t.widest.max(params.window_micros() as u64);
-        WIDEST.set(WIDEST.get().max(t.widest));
+        let mut t = self.timeline.borrow_mut();
         match t.versions.binary_search_by_key(&from, |v| v.0) {
             Ok(i) => t.versions[i].1 = params,
             Err(i) => t.versions.insert(i, (from, params)),
         }
+        self.widest.set(t.widest());
     }
 
     /// The timeline, to look up many entries.
     pub(super) fn borrow(&self) -> std::cell::Ref<'_, Timeline> {
-        self.0.borrow()
+        self.timeline.borrow()
     }
 
     /// Notes that the arrangement's reader (`CountWindows`) has read every batch before
     /// `upper`, and forgets the versions no entry can need any more. Entries of a batch still
     /// to read have event times from a step before its lower bound on (a batch may span any
-    /// stretch of event time, so that bound is what counts, not the frontier), and count only
-    /// entries of their own window, which is no longer than the longest. So entries older than
-    /// the longest window and a step are looked up no more; those older than it and three
-    /// steps have left their windows, and the version in force at that point stays.
+    /// stretch of event time, so that bound is what counts, not the frontier), and look up only
+    /// entries of their own window, no longer than the longest held. So entries older than the
+    /// longest window and a step are looked up no more; the version in force at that point
+    /// stays. (The entries of a version forgotten are older than its window and three steps:
+    /// they have left their windows, whatever window a merge then takes them to have.)
     pub(super) fn read_through(&self, upper: u64, step: u64) {
-        let mut t = self.0.borrow_mut();
-        let oldest = upper.saturating_sub(t.widest + 3 * step);
+        let mut t = self.timeline.borrow_mut();
+        let oldest = upper.saturating_sub(self.widest.get() + 3 * step);
         let keep = t.versions.partition_point(|v| v.0 <= oldest);
         if keep > 1 {
             t.versions.drain(..keep - 1);
+            self.widest.set(t.widest());
         }
     }
 }
 
 impl Timeline {
+    /// The longest window of the versions held, in microseconds.
+    fn widest(&self) -> u64 {
+        self.versions
+            .iter()
+            .map(|v| v.1.window_micros() as u64)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The parameters in force at `event_time`: of the last version from at or before it (of
     /// the first one, for an entry older than every version still held: see
     /// [`ParamsTimeline::read_through`]).
@@ -186,8 +220,11 @@ mod tests {
         let through = |upper: u64| timeline.read_through(upper * second, second);
         through(162);
         assert_eq!(timeline.borrow().versions.len(), 3);
+        assert_eq!(widest_window(), 60 * second);
         through(262);
         assert_eq!(timeline.borrow().versions.len(), 2);
+        // The merges keep entries as long as the widest window held.
+        assert_eq!(widest_window(), 20 * second);
         through(263);
         let t = timeline.borrow();
         assert_eq!(t.versions.len(), 1);
