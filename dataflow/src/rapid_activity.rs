@@ -6,10 +6,10 @@
 //!
 //! Each (non-late) transaction enters its account's collection at its time and leaves it one
 //! window later: from then on no count includes it, and the arrangement's merges drop it
-//! ([`expiring`]). So the arrangement is the one copy of the windows: it holds what they still
-//! need and what merges have not yet reached, and its memory is bounded by the accounts active
-//! in the last window (the widest held, after a reload), not by history. As the arrangement
-//! seals each batch, `counts` reads, for each account that gained transactions in it, the
+//! (`rapid_activity/expiring.rs`). So the arrangement is the one copy of the windows: it holds
+//! what they still need and what merges have not yet reached, and its memory is bounded by the
+//! accounts active in the last window (the widest held, after a reload), not by history. As the
+//! arrangement seals each batch, `counts` reads, for each account that gained transactions in it, the
 //! account's window from the arrangement (its history through the batch), and computes for each
 //! new transaction T the contract's `before(T) + 1`: the count of the account's transactions in
 //! `(T - window, T]` up to T in `(event_time, id)` order, as of T's time. Only new transactions
