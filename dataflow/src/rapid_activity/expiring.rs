@@ -296,13 +296,22 @@ mod tests {
 
     /// Merges two batches at `frontier`; (account, event second, time) of what is left.
     fn merged(frontier: &[u64]) -> Option<Vec<(u32, u64, u64)>> {
+        merged_with_fuel(frontier, isize::MAX)
+    }
+
+    /// [`merged`], given `fuel` at a time until the merge is done.
+    fn merged_with_fuel(frontier: &[u64], fuel: isize) -> Option<Vec<(u32, u64, u64)>> {
         let b1 = batch(vec![entry(1, 1), entry(1, 30), entry(2, 10)]);
         let b2 = batch(vec![entry(1, 50), entry(2, 10)]);
         let frontier = Antichain::from(frontier.to_vec());
         let mut merger = ExpiringMerger::new(&b1, &b2, frontier.borrow());
-        let mut fuel = isize::MAX;
-        merger.work(&b1, &b2, &mut fuel);
-        assert!(fuel > 0, "the merge is done");
+        for _ in 0..100 {
+            let mut left = fuel;
+            merger.work(&b1, &b2, &mut left);
+            if left > 0 {
+                break;
+            }
+        }
         let merged = merger.done()?;
         let mut cursor = merged.cursor();
         let mut left = Vec::new();
@@ -341,6 +350,10 @@ mod tests {
         );
         assert_eq!(merged(&[0]).map(|l| l.len()), Some(4), "nothing gone at 0");
         assert_eq!(merged(&[]), None, "nothing is read after the end");
+        for fuel in [1, 2, 3] {
+            assert_eq!(merged_with_fuel(&[at], fuel), merged(&[at]), "fuel {fuel}");
+            assert_eq!(merged_with_fuel(&[], fuel), None, "fuel {fuel}");
+        }
         drop(timeline);
         assert_eq!(
             merged(&[at]).map(|l| l.len()),
