@@ -9,12 +9,13 @@
 //! (`rapid_activity/expiring.rs`). So the arrangement is the one copy of the windows: it holds
 //! what they still need and what merges have not yet reached, and its memory is bounded by the
 //! accounts active in the last window (the widest held, after a reload), not by history. As the
-//! arrangement seals each batch, `counts` reads, for each account that gained transactions in it, the
-//! account's window from the arrangement (its history through the batch), and computes for each
-//! new transaction T the contract's `before(T) + 1`: the count of the account's transactions in
-//! `(T - window, T]` up to T in `(event_time, id)` order, as of T's time. Only new transactions
-//! are judged: a transaction leaving the window is no verdict, and most accounts hold fewer
-//! transactions than any `min_count`, which one look at the arrangement tells.
+//! arrangement seals each batch, `counts` reads, for each account that gained transactions in
+//! it, the account's window from the arrangement (its history through the batch), and computes
+//! for each new transaction T the contract's `before(T) + 1`: the count of the account's
+//! transactions in `(T - window, T]` up to T in `(event_time, id)` order, as of T's time. Only
+//! new transactions are judged: a transaction leaving the window is no verdict, and most
+//! accounts hold fewer transactions than any `min_count`, which one look at the arrangement
+//! tells.
 //!
 //! The arrangement holds only what counting needs (24 bytes a transaction; the window and count
 //! to reach are looked up by event time, [`params`]). What an alert needs
