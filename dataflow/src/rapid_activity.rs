@@ -45,7 +45,7 @@ use uuid::Uuid;
 use crate::judge::Valid;
 use crate::metrics::Metrics;
 use batcher::StepBatcher;
-use expiring::WindowSpine;
+use expiring::WindowTrace;
 pub use params::{ParamsTimeline, WindowParams};
 
 mod batcher;
@@ -247,7 +247,7 @@ pub fn rapid_activity<'scope>(
     let payloads = Payloads::default();
     // Exchanged by account alone: an account's window is on one worker.
     let by_account = Exchange::new(|u: &Update| u.0 .0 .0.hashed());
-    let windows = arrange_core::<_, _, StepBatcher, WindowSpine>(
+    let windows = arrange_core::<_, _, StepBatcher, WindowTrace>(
         insertions(entries, payloads.clone()),
         by_account,
         "Windows",
@@ -384,7 +384,7 @@ fn leaves_after(w: &Windowed, window: u64) -> u64 {
 }
 
 /// The windows, arranged by account and entry.
-type Windows<'scope> = Arranged<'scope, TraceAgent<WindowSpine>>;
+type Windows<'scope> = Arranged<'scope, TraceAgent<WindowTrace>>;
 
 /// The verdicts: transactions whose count, at their own time, is their `min_count`, at that
 /// time. Each batch the arrangement seals is read against the arrangement's history before it,

@@ -31,8 +31,11 @@ use differential_dataflow::trace::implementations::ord_neu::{
 };
 use differential_dataflow::trace::implementations::spine_fueled::{Merger, Spine, SpineBatch};
 use differential_dataflow::trace::implementations::{BatchContainer, Layout, Vector};
-use differential_dataflow::trace::{Cursor, Navigable};
+use differential_dataflow::logging::Logger;
+use differential_dataflow::trace::{Cursor, ExertionLogic, Navigable, Span, Trace, TraceReader};
+use timely::dataflow::operators::generic::OperatorInfo;
 use timely::progress::frontier::AntichainRef;
+use timely::scheduling::Activator;
 use timely::progress::Antichain;
 
 use super::{Update, Windowed};
@@ -40,8 +43,60 @@ use super::{Update, Windowed};
 /// How a batch lays out its updates: differential's vectors.
 pub(super) type WindowLayout = Vector<Update>;
 
-/// The windows' trace.
-pub(super) type WindowSpine = Spine<Rc<WindowBatch>>;
+/// The windows' trace: differential's spine, except that it stops maintaining itself once
+/// every reader has read everything.
+///
+/// A reader that has read a batch lets the spine merge it (the physical compaction frontier).
+/// When the input ends, the last batch holds everything the allowed lateness held back, and
+/// introducing it fuels every merge in progress to completion: in a bounded run (a replay, or
+/// `--until-caught-up`) a quarter of all the merging, done after the last record is read and
+/// read by no one. An empty frontier says no cursor will ever be made again, so the trace
+/// keeps it from the spine, and is dropped with its last batches unmerged.
+pub(super) struct WindowTrace(Spine<Rc<WindowBatch>>);
+
+impl TraceReader for WindowTrace {
+    type Time = u64;
+    type Batch = Rc<WindowBatch>;
+
+    fn spans_through(&mut self, upper: AntichainRef<u64>) -> Option<Vec<Span<u64, Self::Batch>>> {
+        self.0.spans_through(upper)
+    }
+    fn set_logical_compaction(&mut self, frontier: AntichainRef<u64>) {
+        self.0.set_logical_compaction(frontier)
+    }
+    fn get_logical_compaction(&mut self) -> AntichainRef<'_, u64> {
+        self.0.get_logical_compaction()
+    }
+    fn set_physical_compaction(&mut self, frontier: AntichainRef<'_, u64>) {
+        if !frontier.is_empty() {
+            self.0.set_physical_compaction(frontier)
+        }
+    }
+    fn get_physical_compaction(&mut self) -> AntichainRef<'_, u64> {
+        self.0.get_physical_compaction()
+    }
+    fn map_spans<F: FnMut(&Span<u64, Self::Batch>)>(&self, f: F) {
+        self.0.map_spans(f)
+    }
+}
+
+impl Trace for WindowTrace {
+    fn new(info: OperatorInfo, logging: Option<Logger>, activator: Option<Activator>) -> Self {
+        WindowTrace(Spine::new(info, logging, activator))
+    }
+    fn exert(&mut self) {
+        self.0.exert()
+    }
+    fn set_exert_logic(&mut self, logic: ExertionLogic) {
+        self.0.set_exert_logic(logic)
+    }
+    fn insert(&mut self, span: Span<u64, Self::Batch>) {
+        self.0.insert(span)
+    }
+    fn close(&mut self) {
+        self.0.close()
+    }
+}
 
 /// A batch of the windows: differential's key batch, merged by [`ExpiringMerger`].
 pub(super) struct WindowBatch(pub(super) OrdKeyBatch<WindowLayout>);
@@ -269,7 +324,7 @@ mod tests {
     use super::*;
     use crate::rapid_activity::params::{ParamsTimeline, WindowParams};
     use differential_dataflow::trace::implementations::KeyBuilder;
-    use differential_dataflow::trace::Builder as _;
+    use differential_dataflow::trace::{Builder as _, Description};
     use uuid::Uuid;
 
     const SECOND: u64 = 1_000_000;
@@ -292,6 +347,38 @@ mod tests {
         let mut builder = KeyBuilder::<(u32, Windowed), u64, i32>::with_capacity(0, 0, 0);
         builder.push(&mut updates);
         WindowBatch(builder.done().expect("updates"))
+    }
+
+    /// The lengths of the batches a trace holds after two are read through `end`, and the
+    /// spine is given all the fuel it wants.
+    fn held_after_reading_through(end: &[u64]) -> Vec<usize> {
+        let info = OperatorInfo::new(0, 0, Rc::from([0]));
+        let mut trace = WindowTrace::new(info, None, None);
+        trace.set_exert_logic(std::sync::Arc::new(|_: &[(usize, usize, usize)]| Some(1 << 20)));
+        let span = |lower: u64, upper: &[u64], updates| {
+            let desc = Description::new(
+                Antichain::from_elem(lower),
+                Antichain::from(upper.to_vec()),
+                Antichain::from_elem(0),
+            );
+            Span::new(desc, Some(Rc::new(batch(updates))))
+        };
+        trace.insert(span(0, &[2 * SECOND], vec![entry(1, 1)]));
+        trace.set_physical_compaction(Antichain::from_elem(2 * SECOND).borrow());
+        trace.insert(span(2 * SECOND, end, vec![entry(2, 2)]));
+        trace.set_physical_compaction(Antichain::from(end.to_vec()).borrow());
+        trace.exert();
+        let mut held = Vec::new();
+        trace.map_spans(|s| held.extend(s.inner.as_ref().map(|b| b.len())));
+        held
+    }
+
+    /// A trace merges the batches its readers have read, but not once they have read
+    /// everything: nothing reads the result.
+    #[test]
+    fn a_trace_read_to_the_end_merges_no_more() {
+        assert_eq!(held_after_reading_through(&[3 * SECOND]), vec![2], "merged");
+        assert_eq!(held_after_reading_through(&[]), vec![1, 1], "as given");
     }
 
     /// Merges two batches at `frontier`; (account, event second, time) of what is left.
