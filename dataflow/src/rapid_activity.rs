@@ -489,21 +489,22 @@ fn read_through(upper: &Antichain<u64>) -> u64 {
 }
 
 /// How many entries each account has in its window, at most: counters of the entries of all
-/// accounts that hash alike (a counting Bloom filter), kept by `counts` from every entry the
-/// arrangement seals and every entry's leaving. An account whose counter, with the entries it
-/// gains in a batch, stays under the least `min_count` of the rules versions held cannot reach
-/// its entries' counts at any time in the batch, so its history need not be read. That is most
-/// accounts, and reading their history (a seek in each batch of the trace) was most of what
-/// `counts` cost.
+/// accounts whose numbers share their low bits (a counting Bloom filter), kept by `counts` from
+/// every entry the arrangement seals and every entry's leaving. An account whose counter, with
+/// the entries it gains in a batch, stays under the least `min_count` of the rules versions
+/// held cannot reach its entries' counts at any time in the batch, so its history need not be
+/// read. That is most accounts, and reading their history (a seek in each batch of the trace)
+/// was most of what `counts` cost.
 struct LiveCounts {
     counters: Vec<u8>,
 }
 
 impl LiveCounts {
-    /// 1 MiB a worker, small enough to stay in cache: with a million live entries on a
-    /// worker, a counter holds about one other account's entry, and few reach a `min_count`
-    /// by collisions alone (with 2.5 M, about a fifth).
-    const BITS: u32 = 20;
+    /// 4 MiB a worker, read in ascending order ([`LiveCounts::slot`]). With 2.5 M live entries
+    /// on a worker (the end of the dense benchmark), a counter holds about 0.6 others' entries,
+    /// and about one account in 250 reaches a `min_count` of 5 by collisions alone; with a
+    /// quarter of the counters, a fifth did, and each then sought its history in every batch.
+    const BITS: u32 = 22;
 
     fn new() -> Self {
         LiveCounts {
