@@ -119,6 +119,10 @@ pub trait Partition {
     fn position(&self) -> i64;
     /// Appends up to `max` records to `out`.
     fn poll(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Poll;
+    /// Lets the reader go once the source is done with it. A reader whose shutdown waits
+    /// (a Kafka consumer's, on its outstanding fetch) does that waiting elsewhere: the worker
+    /// still has the input's last records to carry through the rules.
+    fn close(self: Box<Self>) {}
 }
 
 /// Which of `partitions` partitions worker `index` of `peers` reads.
@@ -267,6 +271,9 @@ pub fn source<'scope>(
                     &mut marks_out,
                 );
                 capability = None;
+                for part in partitions.drain(..) {
+                    part.reader.close();
+                }
                 return;
             }
             if judged.less_than(&cap.time().saturating_sub(config.max_lead)) {
