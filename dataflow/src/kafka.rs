@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use generator::output::{send_waiting, Deliveries};
+use generator::output::{flush_waiting, send_waiting, Deliveries};
 use model::{Alert, DeadLetter};
 use rdkafka::bindings as rd;
 use rdkafka::config::ClientConfig;
@@ -487,21 +487,11 @@ impl KafkaOutputs {
     }
 
     /// Waits until everything produced is delivered; the number of records that failed.
-    ///
-    /// rdkafka's `flush` waits for an event between its tries, up to 100 ms, while the
-    /// producer's own thread serves every delivery report: each bounded run ended a tenth of a
-    /// second late. So this asks librdkafka without waiting, a millisecond apart.
     pub fn flush_all(&self) -> u64 {
-        let mut said = Instant::now();
-        while self.producer().flush(Duration::ZERO).is_err() {
-            if said.elapsed() >= Duration::from_secs(10) {
-                tracing::info!(
-                    "waiting for {} output records to be delivered",
-                    self.producer().in_flight_count()
-                );
-                said = Instant::now();
-            }
-            std::thread::sleep(Duration::from_millis(1));
+        if let Err(e) = flush_waiting(self.producer(), "the output topics") {
+            self.producer()
+                .context()
+                .record_failure(format!("flushing: {e}"));
         }
         self.producer().context().failed()
     }
