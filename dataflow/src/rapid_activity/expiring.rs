@@ -24,6 +24,7 @@
 use std::rc::Rc;
 
 use differential_dataflow::lattice::Lattice;
+use differential_dataflow::logging::Logger;
 use differential_dataflow::trace::implementations::ord_neu::layers::UpdsBuilder;
 use differential_dataflow::trace::implementations::ord_neu::{
     key_batch::{OrdKeyCursor, OrdKeyStorage},
@@ -31,12 +32,11 @@ use differential_dataflow::trace::implementations::ord_neu::{
 };
 use differential_dataflow::trace::implementations::spine_fueled::{Merger, Spine, SpineBatch};
 use differential_dataflow::trace::implementations::{BatchContainer, Layout, Vector};
-use differential_dataflow::logging::Logger;
 use differential_dataflow::trace::{Cursor, ExertionLogic, Navigable, Span, Trace, TraceReader};
 use timely::dataflow::operators::generic::OperatorInfo;
 use timely::progress::frontier::AntichainRef;
-use timely::scheduling::Activator;
 use timely::progress::Antichain;
+use timely::scheduling::Activator;
 
 use super::{Update, Windowed};
 
@@ -354,7 +354,9 @@ mod tests {
     fn held_after_reading_through(end: &[u64]) -> Vec<usize> {
         let info = OperatorInfo::new(0, 0, Rc::from([0]));
         let mut trace = WindowTrace::new(info, None, None);
-        trace.set_exert_logic(std::sync::Arc::new(|_: &[(usize, usize, usize)]| Some(1 << 20)));
+        trace.set_exert_logic(std::sync::Arc::new(|_: &[(usize, usize, usize)]| {
+            Some(1 << 20)
+        }));
         let span = |lower: u64, upper: &[u64], updates| {
             let desc = Description::new(
                 Antichain::from_elem(lower),
