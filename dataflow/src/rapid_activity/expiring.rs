@@ -1,5 +1,6 @@
-//! The windows' batches: differential's key batches, whose merges drop the entries that every
-//! window has left.
+//! The windows' batches and trace: differential's key batches, whose merges drop the entries
+//! that every window has left, in differential's spine, which stops merging once nothing can
+//! read it again ([`WindowTrace`]).
 //!
 //! An entry leaves its account's window at a time fixed by its event time and its rules
 //! version ([`super::leaves`]); `CountWindows` counts no entry from that time on, whether or not
