@@ -81,6 +81,7 @@ dataflow_rate() {
     --progress 0 --no-lakehouse -w "$1" --alerts-topic "$topic-alerts" \
     --dead-letter-topic "$topic-dead" 2>&1 | read_rate
 }
+ratios=()
 for r in $(seq 1 "$ROUNDS"); do
   reader=$(KAFKA_BROKERS="$BROKERS" "$BIN/consume" "$topic" 2 2>/dev/null | cut -d' ' -f4)
   printf '%-6s %-44s %12s\n' "$r" "the dataflow's Kafka reader alone, 2 threads" "$reader"
@@ -89,9 +90,17 @@ for r in $(seq 1 "$ROUNDS"); do
   for w in 2 1; do
     rate=$(dataflow_rate "$w")
     after=$(raw_rate)
-    printf '%-6s %-44s %12s  (%.2f of the raw runs around it)\n' "$r" "dataflow, $w worker(s)" \
-      "$rate" "$(python3 -c "print(2 * $rate / ($before + $after))")"
+    ratio=$(python3 -c "print(f'{2 * $rate / ($before + $after):.2f}')")
+    ratios+=("$w $ratio")
+    printf '%-6s %-44s %12s  (%s of the raw runs around it)\n' "$r" "dataflow, $w worker(s)" \
+      "$rate" "$ratio"
     printf '%-6s %-44s %12.0f\n' "$r" "raw consume (ConsumerPerformance)" "$after"
     before=$after
   done
+done
+# The ratios over the rounds: least, median, most.
+for w in 2 1; do
+  printf '%s\n' "${ratios[@]}" | awk -v w="$w" '$1 == w { print $2 }' | sort -n |
+    awk -v w="$w" '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+      printf "dataflow, %d worker(s) / raw over %d rounds: %.2f - %.2f, median %.2f\n", w, NR, v[1], v[NR], m }'
 done
