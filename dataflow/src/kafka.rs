@@ -376,14 +376,8 @@ impl Partition for KafkaPartition {
             queue, consumer, ..
         } = *self;
         drop(queue);
-        if Arc::strong_count(&consumer) > 1 {
-            return;
-        }
-        let closing = std::thread::Builder::new()
-            .name("kafka-close".into())
-            .spawn(move || drop(consumer));
-        if let Err(e) = closing {
-            tracing::debug!("closing the Kafka consumer on this thread: {e}");
+        if Arc::strong_count(&consumer) == 1 {
+            drop_elsewhere("the Kafka consumer", consumer);
         }
     }
 }
@@ -503,13 +497,19 @@ impl KafkaOutputs {
 impl Drop for KafkaOutputs {
     fn drop(&mut self) {
         if let Some(producer) = self.producer.take() {
-            let stopping = std::thread::Builder::new()
-                .name("kafka-close".into())
-                .spawn(move || drop(producer));
-            if let Err(e) = stopping {
-                tracing::debug!("stopping the Kafka producer on this thread: {e}");
-            }
+            drop_elsewhere("the Kafka producer", producer);
         }
+    }
+}
+
+/// Drops a Kafka client on a thread of its own, so that whatever its shutdown waits for does
+/// not hold up the caller (on this one if no thread can be made).
+fn drop_elsewhere(what: &str, client: impl Send + 'static) {
+    let closing = std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(move || drop(client));
+    if let Err(e) = closing {
+        tracing::debug!("closing {what} on this thread: {e}");
     }
 }
 
